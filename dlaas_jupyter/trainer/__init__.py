@@ -1,0 +1,1 @@
+"""The embedded Trainer: FfDL's Trainer API over local processes."""

@@ -1,0 +1,3 @@
+from dlaas_jupyter.trainer.cli import main
+
+raise SystemExit(main())
