@@ -10,6 +10,7 @@ are stored, which a plain FfDL server ignores.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import shutil
 import string
@@ -101,6 +102,9 @@ class TrainerService(pb_grpc.TrainerServicer):
         )
         job.model_definition.CopyFrom(request.model_definition)
         job.model_definition.ClearField("content")
+        # As FfDL does: a folded YAML command keeps line breaks that the
+        # shell would otherwise run as separate commands.
+        job.training.command = re.sub(r"\r?\n", " ", job.training.command)
         _apply_resource_defaults(job.training)
         job.status.status = pb.QUEUED
         job.status.submission_timestamp = str(now_ms())
@@ -153,12 +157,25 @@ class TrainerService(pb_grpc.TrainerServicer):
 
     async def UpdateTrainingJob(self, request: pb.UpdateRequest, context) -> pb.UpdateResponse:
         job = await self._owned(request.training_id, request.user_id, context)
+        if request.status not in pb.Status.values():
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"status {request.status} is not a training status"
+            )
+        if request.timestamp and not (request.timestamp.isascii() and request.timestamp.isdigit()):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"timestamp must be milliseconds since the epoch, got {request.timestamp!r}",
+            )
         if lc.is_terminal(job.status.status):
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"job {job.training_id} is already {pb.Status.Name(job.status.status)}",
             )
-        at = int(request.timestamp) if request.timestamp.isdigit() else None
+        # A terminal status ends the job first, so its learners stop and the
+        # runner cannot overwrite the reported status when they would have ended.
+        if lc.is_terminal(request.status) and not self._scheduler.cancel(job.training_id):
+            await self._runner.halt(job.training_id)
+        at = int(request.timestamp) if request.timestamp else None
         self._store.update_status(
             job.training_id,
             request.status,
@@ -242,27 +259,25 @@ class TrainerService(pb_grpc.TrainerServicer):
             yield record
         if FOLLOW_METADATA not in tuple(context.invocation_metadata() or ()):
             return
-        # Follow: continue after the last record sent, by rindex when the
-        # caller paged by position, else by time (unique within a job).
+        # Follow: continue after the last record sent by time, which is
+        # unique within a job; a caller paging by position keeps getting
+        # only records at or past that position.
         last = records[-1].meta if records else None
-        next_pos = (last.rindex + 1) if last else query.pos
         while True:
             seen = self._events.version(tid)
             job = self._store.get_job(tid)
             if job is None:
                 return
             finished = lc.is_terminal(job.status.status)
-            if query.pos > 0:
-                batch = page(tid, subid=subid, pos=next_pos, pagesize=FOLLOW_BATCH)
-            elif last is None:
+            if last is None:
                 batch = page(tid, subid=subid, pos=query.pos, pagesize=FOLLOW_BATCH, since=query.since)
             else:
-                batch = [r for r in after(tid, after_time=last.time, limit=FOLLOW_BATCH) if not subid or r.meta.subid == subid]
+                batch = after(tid, after_time=last.time, limit=FOLLOW_BATCH)
             for record in batch:
-                yield record
+                if (not subid or record.meta.subid == subid) and record.meta.rindex >= query.pos:
+                    yield record
             if batch:
                 last = batch[-1].meta
-                next_pos = last.rindex + 1
                 continue
             if finished:
                 return
@@ -293,10 +308,14 @@ def _write_job_files(root: Path, request: pb.CreateRequest) -> None:
 
 def _read_from(path: Path, offset: int, whole: bool) -> bytes:
     """Up to a chunk of new bytes of a growing log, ending at a line end
-    unless the job has ended or one line fills the chunk."""
-    with open(path, "rb") as source:
-        source.seek(offset)
-        data = source.read(LOG_CHUNK)
+    unless the job has ended or one line fills the chunk; nothing once the
+    log is gone (the job was deleted)."""
+    try:
+        with open(path, "rb") as source:
+            source.seek(offset)
+            data = source.read(LOG_CHUNK)
+    except FileNotFoundError:
+        return b""
     if not whole and len(data) < LOG_CHUNK:
         data = data[: data.rfind(b"\n") + 1]
     return data
