@@ -6,33 +6,62 @@ All writes go through one connection guarded by a lock; every reading thread
 gets its own connection, so the gRPC event loop is never blocked behind a
 log append.
 
-Log lines are the hot path and are stored in chunk rows, one per appended batch:
-within a batch both rindex and time are consecutive, so a row holds
-(first_rindex, first_time) and the lines joined by newlines, and line i of the
-row has rindex first_rindex + i and time first_time + i. Time is strictly
-increasing per job across all its learners, which makes it a unique cursor for
-live tails (``log_records_after``).
+Log lines and metric records are stored in chunk rows, one per appended run of
+one learner's records, because a row per record costs several microseconds
+each in SQLite alone. A job's time is strictly increasing across all its
+learners, so its chunks never overlap in time: the time order of chunks is the
+order of their last_time, and time is a unique cursor for live tails. In a log
+chunk both rindex and time are consecutive (line i has min_rindex + i and
+first_time + i), so it holds just the lines joined by newlines; a metrics chunk
+keeps the times, rindexes and record ends as packed int64 arrays beside the
+concatenated serialized records.
 """
 
 from __future__ import annotations
 
-import heapq
 import json
 import re
 import sqlite3
+import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import accumulate
+from operator import itemgetter
 from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
 
 from dlaas_jupyter.proto import trainer_pb2 as pb
 
 DEFAULT_PAGESIZE = 10
 
+
+def _chunk_table(name: str, payload: str) -> tuple[str, ...]:
+    """A chunk table and the indexes every paging query seeks on."""
+    return (
+        f"""CREATE TABLE {name} (
+            training_id TEXT NOT NULL,
+            subid       TEXT NOT NULL,
+            first_time  INTEGER NOT NULL,
+            last_time   INTEGER NOT NULL,
+            min_rindex  INTEGER NOT NULL,
+            max_rindex  INTEGER NOT NULL,
+            count       INTEGER NOT NULL,
+            {payload}
+        )""",
+        f"CREATE INDEX {name}_by_time ON {name} (training_id, last_time)",
+        f"CREATE INDEX {name}_by_subid_time ON {name} (training_id, subid, last_time)",
+        f"CREATE INDEX {name}_by_subid_rindex ON {name} (training_id, subid, max_rindex, min_rindex)",
+    )
+
+
 # Migrations by index: _MIGRATIONS[v] holds the statements that take the schema
-# from version v to v + 1. All of them run in one transaction.
+# from version v to v + 1. They run in one transaction.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         """CREATE TABLE jobs (
@@ -53,30 +82,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             message     TEXT NOT NULL
         )""",
         "CREATE INDEX status_history_by_job ON status_history (training_id, id)",
-        """CREATE TABLE log_chunks (
-            training_id  TEXT NOT NULL,
-            subid        TEXT NOT NULL,
-            user_id      TEXT NOT NULL,
-            first_rindex INTEGER NOT NULL,
-            last_rindex  INTEGER NOT NULL,
-            first_time   INTEGER NOT NULL,
-            last_time    INTEGER NOT NULL,
-            lines        TEXT NOT NULL  -- the batch's lines joined by newlines
-        )""",
-        "CREATE INDEX log_chunks_by_time ON log_chunks (training_id, last_time)",
-        "CREATE INDEX log_chunks_by_subid_time ON log_chunks (training_id, subid, last_time)",
-        "CREATE INDEX log_chunks_by_subid_rindex ON log_chunks (training_id, subid, last_rindex)",
-        """CREATE TABLE emetrics (
-            training_id TEXT NOT NULL,
-            time        INTEGER NOT NULL,
-            subid       TEXT NOT NULL,
-            rindex      INTEGER NOT NULL,
-            record      BLOB NOT NULL,  -- serialized pb.EMetrics, meta filled in
-            PRIMARY KEY (training_id, time)
-        ) WITHOUT ROWID""",
-        # One secondary index only (each costs about a third of the append time):
-        # rindex queries filter it without reading records.
-        "CREATE INDEX emetrics_by_subid ON emetrics (training_id, subid, time, rindex)",
+        *_chunk_table(
+            "log_chunks",
+            "user_id TEXT NOT NULL, lines TEXT NOT NULL  -- joined by newlines",
+        ),
+        *_chunk_table(
+            "emetrics_chunks",
+            "times BLOB NOT NULL, rindexes BLOB NOT NULL, ends BLOB NOT NULL, "
+            "records BLOB NOT NULL  -- serialized pb.EMetrics, meta filled in",
+        ),
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -93,12 +107,143 @@ _STAMPS: dict[int, str] = {
 
 _DECIMAL = re.compile(r"[0-9]+")
 
-# A log record before it becomes a pb.LogLine: (time, subid, rindex, user_id, line).
-_Line = tuple[int, str, int, str, str]
-
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _pack(values: Sequence[int]) -> bytes:
+    """int64 little-endian, whatever the machine."""
+    packed = array("q", values)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _unpack(blob: bytes) -> array[int]:
+    values = array("q")
+    values.frombytes(blob)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values
+
+
+def _framed(blob: bytes) -> bytes:
+    """A serialized Job framed as one element of GetAllResponse.jobs (field 1),
+    so that many jobs parse in one call instead of one call each."""
+    size = len(blob)
+    head = bytearray(b"\x0a")
+    while size > 0x7F:
+        head.append(size & 0x7F | 0x80)
+        size >>= 7
+    head.append(size)
+    return bytes(head) + blob
+
+
+def _parse_jobs(rows: list[tuple[bytes]]) -> list[pb.Job]:
+    return list(pb.GetAllResponse.FromString(b"".join(_framed(blob) for (blob,) in rows)).jobs)
+
+
+# -- chunks -------------------------------------------------------------------
+
+R_co = TypeVar("R_co", covariant=True)
+
+
+class _Chunk(Protocol[R_co]):
+    """One stored run of a learner's records, decoded lazily."""
+
+    subid: str
+    first_time: int
+    count: int
+
+    @property
+    def times(self) -> Sequence[int]: ...
+
+    @property
+    def rindexes(self) -> Sequence[int]: ...
+
+    def record(self, i: int) -> R_co: ...
+
+
+class _LogChunk:
+    def __init__(self, training_id: str, row: tuple[Any, ...]) -> None:
+        self.training_id = training_id
+        self.subid: str = row[0]
+        self.first_time: int = row[1]
+        self.min_rindex: int = row[2]
+        self.count: int = row[3]
+        self.user_id: str = row[4]
+        self._text: str = row[5]
+
+    @property
+    def times(self) -> Sequence[int]:
+        return range(self.first_time, self.first_time + self.count)
+
+    @property
+    def rindexes(self) -> Sequence[int]:
+        return range(self.min_rindex, self.min_rindex + self.count)
+
+    @cached_property
+    def _lines(self) -> list[str]:
+        return self._text.split("\n")
+
+    def record(self, i: int) -> pb.LogLine:
+        return pb.LogLine(
+            meta=pb.MetaInfo(
+                training_id=self.training_id,
+                user_id=self.user_id,
+                time=self.first_time + i,
+                rindex=self.min_rindex + i,
+                subid=self.subid,
+            ),
+            line=self._lines[i],
+        )
+
+
+class _MetricsChunk:
+    def __init__(self, training_id: str, row: tuple[Any, ...]) -> None:
+        self.subid: str = row[0]
+        self.first_time: int = row[1]
+        self.count: int = row[3]
+        self._times: bytes = row[4]
+        self._rindexes: bytes = row[5]
+        self._ends: bytes = row[6]
+        self._records: bytes = row[7]
+
+    @cached_property
+    def times(self) -> Sequence[int]:
+        return _unpack(self._times)
+
+    @cached_property
+    def rindexes(self) -> Sequence[int]:
+        return _unpack(self._rindexes)
+
+    @cached_property
+    def _bounds(self) -> array[int]:
+        return _unpack(self._ends)
+
+    def record(self, i: int) -> pb.EMetrics:
+        ends = self._bounds
+        return pb.EMetrics.FromString(self._records[ends[i - 1] if i else 0 : ends[i]])
+
+
+@dataclass(frozen=True)
+class _Stream(Generic[R_co]):
+    """Where one kind of record is stored and how its chunk rows decode."""
+
+    table: str
+    columns: str  # what decode() gets as its row, in this order
+    decode: Callable[[str, tuple[Any, ...]], _Chunk[R_co]]
+
+
+_LOGS: _Stream[pb.LogLine] = _Stream(
+    "log_chunks", "subid, first_time, min_rindex, count, user_id, lines", _LogChunk
+)
+_METRICS: _Stream[pb.EMetrics] = _Stream(
+    "emetrics_chunks",
+    "subid, first_time, min_rindex, count, times, rindexes, ends, records",
+    _MetricsChunk,
+)
 
 
 @dataclass
@@ -120,8 +265,7 @@ class Store:
         self._readers: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._closed = False
-        self._log_counters: dict[str, _Counters] = {}
-        self._em_counters: dict[str, _Counters] = {}
+        self._counters: dict[tuple[str, str], _Counters] = {}  # (table, training_id)
         self._writer = self._connect()
         mode = self._writer.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
@@ -137,27 +281,20 @@ class Store:
         return conn
 
     def _migrate(self) -> None:
-        with self._lock:
-            conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-                row = conn.execute("SELECT version FROM schema_version").fetchone()
-                version = 0 if row is None else row[0]
-                if version > SCHEMA_VERSION:
-                    raise RuntimeError(
-                        f"{self._path} has schema version {version}, newer than this "
-                        f"code's {SCHEMA_VERSION}: upgrade dlaas-jupyter"
-                    )
-                for migration in _MIGRATIONS[version:]:
-                    for statement in migration:
-                        conn.execute(statement)
-                conn.execute("DELETE FROM schema_version")
-                conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._lock, self._transaction() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT version FROM schema_version").fetchone()
+            version = 0 if row is None else row[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self._path} has schema version {version}, newer than this "
+                    f"code's {SCHEMA_VERSION}: upgrade dlaas-jupyter"
+                )
+            for migration in _MIGRATIONS[version:]:
+                for statement in migration:
+                    conn.execute(statement)
+            conn.execute("DELETE FROM schema_version")
+            conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
 
     def close(self) -> None:
         """Close every connection; the store cannot be used afterwards."""
@@ -223,8 +360,13 @@ class Store:
                 conn.execute(
                     "INSERT INTO jobs (training_id, user_id, status, submitted_ms, job) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    (job.training_id, job.user_id, job.status.status, int(submitted),
-                     job.SerializeToString()),
+                    (
+                        job.training_id,
+                        job.user_id,
+                        job.status.status,
+                        int(submitted),
+                        job.SerializeToString(),
+                    ),
                 )
             except sqlite3.IntegrityError:
                 raise ValueError(f"job {job.training_id!r} already exists") from None
@@ -248,7 +390,7 @@ class Store:
                 "SELECT job FROM jobs WHERE user_id = ? ORDER BY submitted_ms, rowid",
                 (user_id,),
             ).fetchall()
-        return [pb.Job.FromString(blob) for (blob,) in rows]
+        return _parse_jobs(rows)
 
     def jobs_with_status(self, statuses: Iterable[int]) -> list[pb.Job]:
         """Jobs in any of these statuses, oldest first."""
@@ -261,7 +403,7 @@ class Store:
                 f"SELECT job FROM jobs WHERE status IN ({marks}) ORDER BY submitted_ms, rowid",
                 wanted,
             ).fetchall()
-        return [pb.Job.FromString(blob) for (blob,) in rows]
+        return _parse_jobs(rows)
 
     def update_status(
         self,
@@ -274,7 +416,8 @@ class Store:
     ) -> pb.Job:
         """Move a job to ``status``, stamp the timestamp that belongs to it, record
         the change in the history, and return the updated job."""
-        pb.Status.Name(status)  # ValueError naming the number if it is not a Status
+        if status not in pb.Status.values():
+            raise ValueError(f"{status} is not a training Status")
         at = _now_ms() if at_ms is None else at_ms
         with self._lock, self._transaction() as conn:
             row = conn.execute(
@@ -283,7 +426,7 @@ class Store:
             if row is None:
                 raise KeyError(training_id)
             job = pb.Job.FromString(row[0])
-            job.status.status = status  # type: ignore[assignment]
+            job.status.status = pb.Status.ValueType(status)
             if message is not None:
                 job.status.status_message = message
             if error_code is not None:
@@ -312,7 +455,7 @@ class Store:
                 (training_id,),
             ).fetchall()
 
-    def set_runtime(self, training_id: str, info: dict) -> None:
+    def set_runtime(self, training_id: str, info: dict[str, Any]) -> None:
         """Record what a restarted Trainer needs to find the job's processes."""
         blob = json.dumps(info)
         with self._lock, self._transaction() as conn:
@@ -322,7 +465,7 @@ class Store:
             if cur.rowcount == 0:
                 raise KeyError(training_id)
 
-    def get_runtime(self, training_id: str) -> dict:
+    def get_runtime(self, training_id: str) -> dict[str, Any]:
         """The last ``set_runtime`` info, ``{}`` if none was set."""
         with self._read() as conn:
             row = conn.execute(
@@ -330,44 +473,41 @@ class Store:
             ).fetchone()
         if row is None:
             raise KeyError(training_id)
-        return json.loads(row[0])
+        info: dict[str, Any] = json.loads(row[0])
+        return info
 
     def delete_job(self, training_id: str) -> None:
         """Remove the job with its history, runtime, log lines and metrics.
         Deleting an unknown job does nothing."""
         with self._lock:
             with self._transaction() as conn:
-                for table in ("jobs", "status_history", "log_chunks", "emetrics"):
+                for table in ("jobs", "status_history", _LOGS.table, _METRICS.table):
                     conn.execute(f"DELETE FROM {table} WHERE training_id = ?", (training_id,))
-            self._log_counters.pop(training_id, None)
-            self._em_counters.pop(training_id, None)
+            for stream in (_LOGS, _METRICS):
+                self._counters.pop((stream.table, training_id), None)
 
-    def _require_job(self, conn: sqlite3.Connection, training_id: str) -> None:
-        if conn.execute("SELECT 1 FROM jobs WHERE training_id = ?", (training_id,)).fetchone():
-            return
-        raise KeyError(training_id)
+    # -- appending records ------------------------------------------------
 
-    # -- log lines --------------------------------------------------------
-
-    def _counters(
-        self, cache: dict[str, _Counters], table: str, time_column: str, training_id: str
-    ) -> _Counters:
-        """The job's counters for one stream; the caller holds the lock."""
-        counters = cache.get(training_id)
+    def _stream_counters(self, table: str, training_id: str) -> _Counters:
+        """The job's counters for one stream, checking that the job exists. The
+        caller holds the lock and has a transaction open."""
+        counters = self._counters.get((table, training_id))
         if counters is None:
+            if not self._writer.execute(
+                "SELECT 1 FROM jobs WHERE training_id = ?", (training_id,)
+            ).fetchone():
+                raise KeyError(training_id)
             (last,) = self._writer.execute(
-                f"SELECT MAX({time_column}) FROM {table} WHERE training_id = ?", (training_id,)
+                f"SELECT MAX(last_time) FROM {table} WHERE training_id = ?", (training_id,)
             ).fetchone()
-            counters = cache[training_id] = _Counters(last_time=last or 0)
+            counters = self._counters[(table, training_id)] = _Counters(last_time=last or 0)
         return counters
 
-    def _last_rindex(
-        self, counters: _Counters, table: str, rindex_column: str, training_id: str, subid: str
-    ) -> int:
+    def _last_rindex(self, table: str, counters: _Counters, training_id: str, subid: str) -> int:
         last = counters.last_rindex.get(subid)
         if last is None:
             (last,) = self._writer.execute(
-                f"SELECT MAX({rindex_column}) FROM {table} WHERE training_id = ? AND subid = ?",
+                f"SELECT MAX(max_rindex) FROM {table} WHERE training_id = ? AND subid = ?",
                 (training_id, subid),
             ).fetchone()
             last = counters.last_rindex[subid] = last or 0
@@ -383,49 +523,126 @@ class Store:
         text = "\n".join(lines)
         if text.count("\n") != len(lines) - 1:
             raise ValueError("a log line contains a newline; split lines before appending")
+        n = len(lines)
         with self._lock:
             with self._transaction() as conn:
-                self._require_job(conn, training_id)
-                counters = self._counters(self._log_counters, "log_chunks", "last_time", training_id)
-                first_rindex = 1 + self._last_rindex(
-                    counters, "log_chunks", "last_rindex", training_id, subid
-                )
+                counters = self._stream_counters(_LOGS.table, training_id)
+                first_rindex = 1 + self._last_rindex(_LOGS.table, counters, training_id, subid)
                 first_time = max(_now_ms(), counters.last_time + 1)
-                n = len(lines)
                 conn.execute(
-                    "INSERT INTO log_chunks (training_id, subid, user_id, first_rindex, "
-                    "last_rindex, first_time, last_time, lines) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (training_id, subid, user_id, first_rindex, first_rindex + n - 1,
-                     first_time, first_time + n - 1, text),
+                    "INSERT INTO log_chunks (training_id, subid, first_time, last_time, "
+                    "min_rindex, max_rindex, count, user_id, lines) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        training_id,
+                        subid,
+                        first_time,
+                        first_time + n - 1,
+                        first_rindex,
+                        first_rindex + n - 1,
+                        n,
+                        user_id,
+                        text,
+                    ),
                 )
             counters.last_rindex[subid] = first_rindex + n - 1
             counters.last_time = first_time + n - 1
+
+    def append_emetrics(
+        self, training_id: str, user_id: str, records: Sequence[pb.EMetrics]
+    ) -> None:
+        """Append metric records in one transaction, filling in each record's meta
+        in place: meta.rindex is kept if > 0, else the learner's next; meta.time
+        is kept if > 0, else now, then bumped so that time strictly increases per
+        job; training_id and user_id are set. KeyError if the job is unknown."""
+        if not records:
+            return
+        now = _now_ms()
+        table = _METRICS.table
+        with self._lock:
+            with self._transaction() as conn:
+                counters = self._stream_counters(table, training_id)
+                last_time = counters.last_time
+                last_rindex: dict[str, int] = {}
+                # Runs of consecutive records of one learner: one chunk row each.
+                runs: list[tuple[str, list[int], list[int], list[bytes]]] = []
+                run_subid: str | None = None
+                # The per-record loop is most of the append time: keep it lean.
+                for record in records:
+                    meta = record.meta
+                    sub = meta.subid
+                    if sub != run_subid:
+                        run_subid = sub
+                        times: list[int] = []
+                        rindexes: list[int] = []
+                        blobs: list[bytes] = []
+                        runs.append((sub, times, rindexes, blobs))
+                        if sub not in last_rindex:
+                            last_rindex[sub] = self._last_rindex(table, counters, training_id, sub)
+                    rindex = meta.rindex
+                    if rindex <= 0:
+                        rindex = meta.rindex = last_rindex[sub] + 1
+                    last_rindex[sub] = max(last_rindex[sub], rindex)
+                    at = meta.time
+                    if at <= 0:
+                        at = now
+                    if at <= last_time:
+                        at = last_time + 1
+                    meta.time = last_time = at
+                    meta.training_id = training_id
+                    meta.user_id = user_id
+                    times.append(at)
+                    rindexes.append(rindex)
+                    blobs.append(record.SerializeToString())
+                conn.executemany(
+                    "INSERT INTO emetrics_chunks (training_id, subid, first_time, last_time, "
+                    "min_rindex, max_rindex, count, times, rindexes, ends, records) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            training_id,
+                            sub,
+                            times[0],
+                            times[-1],
+                            min(rindexes),
+                            max(rindexes),
+                            len(times),
+                            _pack(times),
+                            _pack(rindexes),
+                            _pack(list(accumulate(map(len, blobs)))),
+                            b"".join(blobs),
+                        )
+                        for sub, times, rindexes, blobs in runs
+                    ],
+                )
+            counters.last_time = last_time
+            counters.last_rindex.update(last_rindex)
+
+    # -- reading records --------------------------------------------------
 
     def log_count(self, training_id: str) -> int:
         """Number of log lines of the job (rindex runs from 1 without gaps per learner)."""
         with self._read() as conn:
             return sum(
                 conn.execute(
-                    "SELECT MAX(last_rindex) FROM log_chunks WHERE training_id = ? AND subid = ?",
+                    "SELECT MAX(max_rindex) FROM log_chunks WHERE training_id = ? AND subid = ?",
                     (training_id, subid),
                 ).fetchone()[0]
-                for subid in _subids(conn, "log_chunks", training_id)
+                for subid in _subids(conn, _LOGS.table, training_id)
             )
 
     def log_page(
-        self, training_id: str, *, subid: str = "", pos: int = 0, pagesize: int = 0,
+        self,
+        training_id: str,
+        *,
+        subid: str = "",
+        pos: int = 0,
+        pagesize: int = 0,
         since: str = "",
     ) -> list[pb.LogLine]:
-        """One page of log lines with FfDL's Query semantics (see ``_page_args``)."""
-        n, min_time = _page_args(pagesize, since)
+        """One page of log lines with FfDL's Query semantics (see ``_page``)."""
         with self._read() as conn:
-            if pos > 0:
-                found = _lines_by_rindex(conn, training_id, subid, pos, n, min_time)
-            elif pos < 0:
-                found = _lines_backward(conn, training_id, subid, -pos - 1, n, min_time)
-            else:
-                found = _lines_forward(conn, training_id, subid, min_time, n)
-        return [_log_line(training_id, rec) for rec in found]
+            return _page(conn, _LOGS, training_id, subid, pos, pagesize, since)
 
     def log_records_after(
         self, training_id: str, *, after_time: int, limit: int
@@ -435,234 +652,178 @@ class Store:
         if limit < 1:
             raise ValueError(f"limit must be positive, got {limit}")
         with self._read() as conn:
-            found = _lines_forward(conn, training_id, "", after_time + 1, limit)
-        return [_log_line(training_id, rec) for rec in found]
-
-    # -- evaluation metrics -----------------------------------------------
-
-    def append_emetrics(
-        self, training_id: str, user_id: str, records: Sequence[pb.EMetrics]
-    ) -> None:
-        """Append metric records in one transaction. A record keeps its
-        meta.rindex if > 0 (else gets its learner's next) and its meta.time if > 0
-        (else now), bumped so time strictly increases per job. The caller's
-        records are not modified. KeyError if the job is unknown."""
-        if not records:
-            return
-        now = _now_ms()
-        with self._lock:
-            with self._transaction() as conn:
-                self._require_job(conn, training_id)
-                counters = self._counters(self._em_counters, "emetrics", "time", training_id)
-                last_time = counters.last_time
-                last_rindex: dict[str, int] = {}
-                rows = []
-                for given in records:
-                    record = pb.EMetrics()
-                    record.CopyFrom(given)
-                    meta = record.meta
-                    sub = meta.subid
-                    last = last_rindex.get(sub)
-                    if last is None:
-                        last = self._last_rindex(counters, "emetrics", "rindex", training_id, sub)
-                    if meta.rindex <= 0:
-                        meta.rindex = last + 1
-                    last_rindex[sub] = max(last, meta.rindex)
-                    last_time = meta.time = max(meta.time if meta.time > 0 else now, last_time + 1)
-                    meta.training_id = training_id
-                    meta.user_id = user_id
-                    rows.append(
-                        (training_id, meta.time, sub, meta.rindex, record.SerializeToString())
-                    )
-                conn.executemany(
-                    "INSERT INTO emetrics (training_id, time, subid, rindex, record) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    rows,
-                )
-            counters.last_time = last_time
-            counters.last_rindex.update(last_rindex)
+            return _forward(conn, _LOGS, training_id, "", after_time + 1, limit)
 
     def emetrics_page(
-        self, training_id: str, *, subid: str = "", pos: int = 0, pagesize: int = 0,
+        self,
+        training_id: str,
+        *,
+        subid: str = "",
+        pos: int = 0,
+        pagesize: int = 0,
         since: str = "",
     ) -> list[pb.EMetrics]:
         """One page of metric records, with the same semantics as ``log_page``."""
-        n, min_time = _page_args(pagesize, since)
         with self._read() as conn:
-            if pos > 0:
-                per_learner = [
-                    conn.execute(
-                        "SELECT time, record FROM emetrics INDEXED BY emetrics_by_subid "
-                        "WHERE training_id = ? AND subid = ? AND rindex >= ? AND rindex < ? "
-                        "AND time >= ? ORDER BY time LIMIT ?",
-                        (training_id, sub, pos, pos + n, min_time, n),
-                    ).fetchall()
-                    for sub in ([subid] if subid else _subids(conn, "emetrics", training_id))
-                ]
-                rows = [row for row, _ in zip(heapq.merge(*per_learner), range(n))]
-            else:
-                where, params = "training_id = ? AND time >= ?", [training_id, min_time]
-                index = ""  # the primary key (training_id, time)
-                if subid:
-                    where += " AND subid = ?"
-                    params.append(subid)
-                    # Without stats the planner may prefer the primary key and filter.
-                    index = "INDEXED BY emetrics_by_subid"
-                if pos < 0:
-                    order, limit = "DESC LIMIT ? OFFSET ?", [n, -pos - 1]
-                else:
-                    order, limit = "LIMIT ?", [n]
-                rows = conn.execute(
-                    f"SELECT time, record FROM emetrics {index} WHERE {where} "
-                    f"ORDER BY time {order}",
-                    [*params, *limit],
-                ).fetchall()
-                if pos < 0:
-                    rows.reverse()
-        return [pb.EMetrics.FromString(blob) for _, blob in rows]
+            return _page(conn, _METRICS, training_id, subid, pos, pagesize, since)
 
-    def emetrics_after(
-        self, training_id: str, *, after_time: int, limit: int
-    ) -> list[pb.EMetrics]:
+    def emetrics_after(self, training_id: str, *, after_time: int, limit: int) -> list[pb.EMetrics]:
         """Up to ``limit`` records with time > after_time, in time order."""
         if limit < 1:
             raise ValueError(f"limit must be positive, got {limit}")
         with self._read() as conn:
-            rows = conn.execute(
-                "SELECT record FROM emetrics WHERE training_id = ? AND time > ? "
-                "ORDER BY time LIMIT ?",
-                (training_id, after_time, limit),
-            ).fetchall()
-        return [pb.EMetrics.FromString(blob) for (blob,) in rows]
+            return _forward(conn, _METRICS, training_id, "", after_time + 1, limit)
 
 
-# -- paging helpers -----------------------------------------------------------
+# -- paging -------------------------------------------------------------------
+
+T = TypeVar("T")
 
 
-def _page_args(pagesize: int, since: str) -> tuple[int, int]:
-    """FfDL's Query rules: pagesize 0 means 10; since is decimal ms since the
-    epoch (records with time >= since). Returns (pagesize, minimum time)."""
+def _page(
+    conn: sqlite3.Connection,
+    stream: _Stream[T],
+    training_id: str,
+    subid: str,
+    pos: int,
+    pagesize: int,
+    since: str,
+) -> list[T]:
+    """FfDL's Query rules. pagesize 0 means 10; subid, if set, selects one
+    learner; since (decimal ms) keeps records with time >= since. pos > 0: the
+    records with rindex in [pos, pos + pagesize); pos < 0: the page ending
+    -pos - 1 records before the last; pos 0: the first page. Always in time
+    order, at most pagesize records."""
     if pagesize < 0:
         raise ValueError(f"pagesize must not be negative, got {pagesize}")
     if since and not _DECIMAL.fullmatch(since):
         raise ValueError(f"since must be milliseconds since the epoch, got {since!r}")
-    return pagesize or DEFAULT_PAGESIZE, int(since) if since else 0
+    n = pagesize or DEFAULT_PAGESIZE
+    min_time = int(since) if since else 0
+    if pos > 0:
+        return _by_rindex(conn, stream, training_id, subid, pos, n, min_time)
+    if pos < 0:
+        return _backward(conn, stream, training_id, subid, -pos - 1, n, min_time)
+    return _forward(conn, stream, training_id, subid, min_time, n)
 
 
 def _subids(conn: sqlite3.Connection, table: str, training_id: str) -> list[str]:
     """The job's learners, found by hopping along the (training_id, subid, ...)
-    index rather than scanning every row of the job."""
+    index rather than reading every chunk of the job."""
     found: list[str] = []
-    sql = (f"SELECT subid FROM {table} WHERE training_id = ? AND subid > ? "
-           "ORDER BY subid LIMIT 1")
-    # "" is a valid subid (a job with one unnamed learner), so start below it.
     row = conn.execute(
         f"SELECT subid FROM {table} WHERE training_id = ? ORDER BY subid LIMIT 1",
         (training_id,),
     ).fetchone()
     while row is not None:
         found.append(row[0])
-        row = conn.execute(sql, (training_id, row[0])).fetchone()
+        row = conn.execute(
+            f"SELECT subid FROM {table} WHERE training_id = ? AND subid > ? ORDER BY subid LIMIT 1",
+            (training_id, row[0]),
+        ).fetchone()
     return found
 
 
-_CHUNK_COLUMNS = "subid, user_id, first_rindex, first_time, lines"
+def _select(stream: _Stream[T], subid: str) -> str:
+    where = "training_id = ? AND subid = ?" if subid else "training_id = ?"
+    return f"SELECT {stream.columns} FROM {stream.table} WHERE {where}"
 
 
-def _chunk_filter(training_id: str, subid: str) -> tuple[str, list[object]]:
-    if subid:
-        return "training_id = ? AND subid = ?", [training_id, subid]
-    return "training_id = ?", [training_id]
+def _first_at(chunk: _Chunk[T], min_time: int) -> int:
+    """Index of the chunk's first record with time >= min_time."""
+    return bisect_left(chunk.times, min_time) if chunk.first_time < min_time else 0
 
 
-def _lines_forward(
-    conn: sqlite3.Connection, training_id: str, subid: str, min_time: int, n: int
-) -> list[_Line]:
-    """The first ``n`` lines with time >= min_time, in time order."""
-    where, params = _chunk_filter(training_id, subid)
-    out: list[_Line] = []
-    with closing(conn.execute(
-        f"SELECT {_CHUNK_COLUMNS} FROM log_chunks WHERE {where} AND last_time >= ? "
-        "ORDER BY last_time",
-        [*params, min_time],
-    )) as cur:
-        for sub, user, first_rindex, first_time, text in cur:
-            lines = text.split("\n")
-            start = max(0, min_time - first_time)
-            stop = min(len(lines), start + n - len(out))
-            out.extend(
-                (first_time + i, sub, first_rindex + i, user, lines[i]) for i in range(start, stop)
-            )
+def _forward(
+    conn: sqlite3.Connection,
+    stream: _Stream[T],
+    training_id: str,
+    subid: str,
+    min_time: int,
+    n: int,
+) -> list[T]:
+    """The first ``n`` records with time >= min_time, in time order."""
+    args = (training_id, subid) if subid else (training_id,)
+    out: list[T] = []
+    with closing(
+        conn.execute(
+            f"{_select(stream, subid)} AND last_time >= ? ORDER BY last_time", (*args, min_time)
+        )
+    ) as cur:
+        for row in cur:
+            chunk = stream.decode(training_id, row)
+            start = _first_at(chunk, min_time)
+            stop = min(chunk.count, start + n - len(out))
+            out.extend(chunk.record(i) for i in range(start, stop))
             if len(out) == n:
                 break
     return out
 
 
-def _lines_backward(
-    conn: sqlite3.Connection, training_id: str, subid: str, skip: int, n: int, min_time: int
-) -> list[_Line]:
-    """Counting back from the last line (time >= min_time), skip ``skip`` lines
-    and return the ``n`` before them, in time order."""
-    where, params = _chunk_filter(training_id, subid)
-    pieces: list[list[_Line]] = []
+def _backward(
+    conn: sqlite3.Connection,
+    stream: _Stream[T],
+    training_id: str,
+    subid: str,
+    skip: int,
+    n: int,
+    min_time: int,
+) -> list[T]:
+    """Counting back from the last record (of those with time >= min_time), skip
+    ``skip`` records and return the ``n`` before them, in time order."""
+    args = (training_id, subid) if subid else (training_id,)
+    pieces: list[list[T]] = []
     wanted = n
-    with closing(conn.execute(
-        f"SELECT {_CHUNK_COLUMNS}, last_rindex FROM log_chunks WHERE {where} "
-        "AND last_time >= ? ORDER BY last_time DESC",
-        [*params, min_time],
-    )) as cur:
-        for sub, user, first_rindex, first_time, text, last_rindex in cur:
-            low = max(0, min_time - first_time)  # first usable line of the chunk
-            usable = last_rindex - first_rindex + 1 - low
-            if skip >= usable:
-                skip -= usable
+    with closing(
+        conn.execute(
+            f"{_select(stream, subid)} AND last_time >= ? ORDER BY last_time DESC",
+            (*args, min_time),
+        )
+    ) as cur:
+        for row in cur:
+            chunk = stream.decode(training_id, row)
+            low = _first_at(chunk, min_time)
+            if skip >= chunk.count - low:
+                skip -= chunk.count - low
                 continue
-            lines = text.split("\n")
-            stop = len(lines) - skip
+            stop = chunk.count - skip
             start = max(low, stop - wanted)
             skip = 0
-            pieces.append(
-                [(first_time + i, sub, first_rindex + i, user, lines[i]) for i in range(start, stop)]
-            )
+            pieces.append([chunk.record(i) for i in range(start, stop)])
             wanted -= stop - start
             if wanted == 0:
                 break
-    return [rec for piece in reversed(pieces) for rec in piece]
+    return [record for piece in reversed(pieces) for record in piece]
 
 
-def _lines_by_rindex(
-    conn: sqlite3.Connection, training_id: str, subid: str, pos: int, n: int, min_time: int
-) -> list[_Line]:
-    """Lines with rindex in [pos, pos + n) and time >= min_time, of one learner
-    or of all, the first ``n`` in time order."""
-    per_learner: list[list[_Line]] = []
-    for sub in [subid] if subid else _subids(conn, "log_chunks", training_id):
-        found: list[_Line] = []
-        with closing(conn.execute(
-            f"SELECT {_CHUNK_COLUMNS} FROM log_chunks WHERE training_id = ? AND subid = ? "
-            "AND last_rindex >= ? ORDER BY last_rindex",
-            (training_id, sub, pos),
-        )) as cur:
-            for _, user, first_rindex, first_time, text in cur:
-                if first_rindex >= pos + n:
-                    break
-                lines = text.split("\n")
-                start = max(pos - first_rindex, min_time - first_time, 0)
-                stop = min(len(lines), pos + n - first_rindex)
-                found.extend(
-                    (first_time + i, sub, first_rindex + i, user, lines[i])
-                    for i in range(start, stop)
+def _by_rindex(
+    conn: sqlite3.Connection,
+    stream: _Stream[T],
+    training_id: str,
+    subid: str,
+    pos: int,
+    n: int,
+    min_time: int,
+) -> list[T]:
+    """Records with rindex in [pos, pos + n) and time >= min_time, of one
+    learner or of all: the first ``n`` in time order."""
+    end = pos + n
+    hits: list[tuple[int, _Chunk[T], int]] = []
+    for sub in [subid] if subid else _subids(conn, stream.table, training_id):
+        with closing(
+            conn.execute(
+                f"SELECT {stream.columns} FROM {stream.table} WHERE training_id = ? AND subid = ? "
+                "AND max_rindex >= ? AND min_rindex < ? AND last_time >= ?",
+                (training_id, sub, pos, end, min_time),
+            )
+        ) as cur:
+            for row in cur:
+                chunk = stream.decode(training_id, row)
+                times, rindexes = chunk.times, chunk.rindexes
+                hits.extend(
+                    (times[i], chunk, i)
+                    for i in range(_first_at(chunk, min_time), chunk.count)
+                    if pos <= rindexes[i] < end
                 )
-        per_learner.append(found)
-    merged = heapq.merge(*per_learner)
-    return [rec for rec, _ in zip(merged, range(n))]
-
-
-def _log_line(training_id: str, rec: _Line) -> pb.LogLine:
-    at, subid, rindex, user_id, line = rec
-    return pb.LogLine(
-        meta=pb.MetaInfo(
-            training_id=training_id, user_id=user_id, time=at, rindex=rindex, subid=subid
-        ),
-        line=line,
-    )
+    hits.sort(key=itemgetter(0))
+    return [chunk.record(i) for _, chunk, i in hits[:n]]
