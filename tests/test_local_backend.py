@@ -21,12 +21,14 @@ ENV = {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1"}
 
 @pytest.fixture
 def launched() -> Iterator[list[LocalProcess]]:
-    """Learners a test started; killed and their pipes closed afterwards (tests never close)."""
+    """Learners a test started; killed afterwards."""
     procs: list[LocalProcess] = []
     yield procs
     for proc in procs:
         proc.stop(grace=0)
-        os.close(proc.output_fd)
+
+
+OUTPUTS: dict[int, Path] = {}
 
 
 @pytest.fixture
@@ -34,27 +36,26 @@ def launch(tmp_path: Path, launched: list[LocalProcess]):
     backend = LocalProcessBackend()
 
     def start(command: str, env: dict[str, str] | None = None) -> LocalProcess:
-        proc = backend.launch(command, cwd=tmp_path, env=ENV if env is None else env)
+        output = tmp_path / f"output-{len(launched)}.txt"
+        proc = backend.launch(command, cwd=tmp_path, env=ENV if env is None else env, output=output)
+        OUTPUTS[id(proc)] = output
         launched.append(proc)
         return proc
 
     return start
 
 
-def read_all(fd: int) -> str:
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks).decode()
+def read_all(proc: LocalProcess) -> str:
+    """The whole output, once the learner has exited."""
+    proc.wait(10)
+    return OUTPUTS[id(proc)].read_text()
 
 
-def read_line(fd: int) -> str:
-    line = b""
-    while not line.endswith(b"\n"):
-        byte = os.read(fd, 1)
-        assert byte, f"output ended before a full line: {line!r}"
-        line += byte
-    return line.decode().strip()
+def read_line(proc: LocalProcess) -> str:
+    """The first line of output, waiting for it to be written."""
+    output = OUTPUTS[id(proc)]
+    wait_for(lambda: "\n" in output.read_text())
+    return output.read_text().split("\n", 1)[0].strip()
 
 
 def wait_for(predicate, timeout: float = 10.0) -> None:
@@ -74,19 +75,19 @@ def is_dead(proc: psutil.Process) -> bool:
 
 def test_stdout_and_stderr_arrive_merged_in_order(launch) -> None:
     proc = launch("echo out-1; echo err-1 >&2; echo out-2; echo err-2 >&2")
-    assert read_all(proc.output_fd).splitlines() == ["out-1", "err-1", "out-2", "err-2"]
+    assert read_all(proc).splitlines() == ["out-1", "err-1", "out-2", "err-2"]
     assert proc.wait(10) == 0
 
 
 def test_runs_in_cwd_with_exactly_the_given_env(launch, tmp_path: Path) -> None:
     proc = launch('pwd; echo "FOO=$FOO"; echo "HOME=${HOME-unset}"', env={"FOO": "bar"})
-    assert read_all(proc.output_fd).splitlines() == [str(tmp_path), "FOO=bar", "HOME=unset"]
+    assert read_all(proc).splitlines() == [str(tmp_path), "FOO=bar", "HOME=unset"]
     assert proc.wait(10) == 0
 
 
 def test_stdin_is_empty(launch) -> None:
     proc = launch("cat; echo done")
-    assert read_all(proc.output_fd) == "done\n"
+    assert read_all(proc) == "done\n"
 
 
 @pytest.mark.parametrize(
@@ -129,7 +130,7 @@ echo ready
 wait
 """
     proc = launch(script)
-    assert read_line(proc.output_fd) == "ready"
+    assert read_line(proc) == "ready"
     leader = psutil.Process(proc.handle["pid"])
     wait_for(lambda: len(leader.children(recursive=True)) >= 3)
     tree = [leader, *leader.children(recursive=True)]
@@ -142,7 +143,7 @@ wait
     assert 1.0 <= elapsed <= 2.0
     wait_for(lambda: all(is_dead(p) for p in tree), timeout=1.0)
     assert proc.stop(grace=1.0) == 137  # idempotent, and quick
-    assert read_all(proc.output_fd) == ""  # every writer is gone, so the pipe ends
+    assert read_all(proc) == "ready\n"
 
 
 def test_stop_of_a_cooperative_process_is_quick(launch) -> None:
@@ -154,7 +155,7 @@ def test_stop_of_a_cooperative_process_is_quick(launch) -> None:
 
 def test_stop_reaches_children_left_behind_by_an_exited_shell(launch) -> None:
     proc = launch("sleep 60 & echo $!")
-    orphan = psutil.Process(int(read_line(proc.output_fd)))
+    orphan = psutil.Process(int(read_line(proc)))
     assert proc.wait(10) == 0
     assert orphan.is_running() and not is_dead(orphan)
     assert proc.stop(grace=5) == 0  # the learner's own exit code stands
@@ -165,7 +166,7 @@ def test_memory_bytes_counts_the_tree(launch) -> None:
     allocate = "data = b'x' * (200 * 2**20); print('ready'); import time; time.sleep(60)"
     proc = launch(f'{sys.executable} -c "{allocate}"; true')  # '; true' keeps the shell as parent
     before = proc.memory_bytes()
-    assert read_line(proc.output_fd) == "ready"
+    assert read_line(proc) == "ready"
     after = proc.memory_bytes()
     assert after >= 200 * 2**20
     assert after - before >= 150 * 2**20
@@ -210,4 +211,4 @@ def test_load_backend() -> None:
 def test_launch_in_a_missing_folder_names_it(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     with pytest.raises(FileNotFoundError, match="nope"):
-        LocalProcessBackend().launch("true", cwd=missing, env=ENV)
+        LocalProcessBackend().launch("true", cwd=missing, env=ENV, output=tmp_path / "out.txt")

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from dlaas_jupyter.paths import INFO_FILE, default_data_dir
 
 
@@ -31,13 +33,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _alive(pid: int) -> bool:
+    """True while the process runs; an exited one its parent has not reaped yet
+    (a zombie) counts as stopped."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _info(data_dir: Path) -> dict | None:
     try:
         info = json.loads((data_dir / INFO_FILE).read_text(encoding="utf-8"))
-        os.kill(int(info["pid"]), 0)
+        pid = int(info["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return info
+    return info if _alive(pid) else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             print(f"stopped the Trainer (pid {pid})")
             return 0
         time.sleep(0.1)

@@ -1,98 +1,94 @@
-"""Reading a learner's output into the log file and the store, live.
+"""Reading a learner's log file into the store, live.
 
-One thread per learner reads the pipe in large chunks, keeps the raw bytes in
-LOG_DIR/training-log.txt and stores decoded lines in batches: a batch is what
-is already in the pipe, so a quiet job's line is stored within a millisecond or
-two, and a chatty job's lines go in a few large transactions.
+Learners write straight into LOG_DIR/training-log.txt (no pipe), so a chatty
+job never waits for collection. One thread per learner tails that file: it
+reads whatever is new, stores the complete lines as one batch, and when
+nothing is new sleeps a few milliseconds, so a quiet job's line is stored
+within milliseconds and a chatty job's lines go in a few large transactions.
 """
 
 from __future__ import annotations
 
-import os
-import select
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-READ_SIZE = 1 << 16
+READ_SIZE = 1 << 20
 # Lines longer than this are stored in pieces, so one record always fits in a
 # gRPC message; a 1 MB line is kept whole.
 MAX_LINE = 2 << 20
-BATCH_LINES = 20_000
-BATCH_SECONDS = 0.02
+BATCH_LINES = 50_000
+IDLE_FIRST = 0.002
+IDLE_MAX = 0.02
 
 LineSink = Callable[[list[str]], None]
 
 
 def decode_line(raw: bytes) -> str:
     """Text of one line: invalid UTF-8 becomes U+FFFD, a trailing CR goes."""
-    if raw.endswith(b"\r"):
-        raw = raw[:-1]
-    return raw.decode("utf-8", errors="replace")
+    return raw.removesuffix(b"\r").decode("utf-8", errors="replace")
 
 
 class OutputCollector(threading.Thread):
-    """Drains one learner's output pipe until it closes."""
+    """Tails one learner's log file until told the learner is gone."""
 
-    def __init__(self, fd: int, log_file: Path, sink: LineSink, name: str) -> None:
+    def __init__(self, log_file: Path, sink: LineSink, name: str) -> None:
         super().__init__(name=f"collect-{name}", daemon=True)
-        self._fd = fd
         self._log_file = log_file
         self._sink = sink
+        self._finished = threading.Event()
         self.error: BaseException | None = None
+
+    def finish(self) -> None:
+        """The learner's processes are gone: store what is left, then stop."""
+        self._finished.set()
 
     def run(self) -> None:
         try:
-            with open(self._log_file, "ab", buffering=0) as raw_log:
-                self._drain(raw_log)
+            with open(self._log_file, "rb", buffering=0) as log:
+                self._tail(log)
         except BaseException as exc:  # reported by the runner, never silently lost
             self.error = exc
-        finally:
-            os.close(self._fd)
 
-    def _drain(self, raw_log) -> None:
-        poller = select.poll()
-        poller.register(self._fd, select.POLLIN | select.POLLHUP)
+    def _tail(self, log) -> None:
         partial = b""
-        lines: list[str] = []
-        started = 0.0
+        idle = IDLE_FIRST
         while True:
-            chunk = os.read(self._fd, READ_SIZE)
-            if not chunk:
-                break
-            raw_log.write(chunk)
-            if not lines:
-                started = time.monotonic()
-            partial = self._split(partial + chunk, lines)
-            # Keep reading while more is waiting, up to a batch's size or age.
-            if (
-                len(lines) < BATCH_LINES
-                and time.monotonic() - started < BATCH_SECONDS
-                and poller.poll(0)
-            ):
-                continue
+            # Checked before reading: everything written before the learner
+            # exited is then seen by the reads below.
+            finishing = self._finished.is_set()
+            lines: list[str] = []
+            while len(lines) < BATCH_LINES:
+                chunk = log.read(READ_SIZE)
+                if not chunk:
+                    break
+                partial = _split(partial + chunk, lines)
+                if len(chunk) < READ_SIZE:
+                    break
             if lines:
                 self._sink(lines)
-                lines = []
+                idle = IDLE_FIRST
+                continue
+            if finishing:
+                break
+            self._finished.wait(idle)
+            idle = min(idle * 2, IDLE_MAX)
         if partial:
-            lines.append(decode_line(partial))
-        if lines:
-            self._sink(lines)
+            self._sink([decode_line(partial)])
 
-    @staticmethod
-    def _split(data: bytes, lines: list[str]) -> bytes:
-        """Move complete lines of ``data`` into ``lines``; return the rest."""
-        end = data.rfind(b"\n")
-        if end >= 0:
-            # Decoding the complete lines in one call keeps the hot path in C.
-            text = data[:end].decode("utf-8", errors="replace")
-            if "\r" in text:
-                lines.extend(line.removesuffix("\r") for line in text.split("\n"))
-            else:
-                lines.extend(text.split("\n"))
-            data = data[end + 1 :]
-        while len(data) > MAX_LINE:
-            lines.append(decode_line(data[:MAX_LINE]))
-            data = data[MAX_LINE:]
-        return data
+
+def _split(data: bytes, lines: list[str]) -> bytes:
+    """Move complete lines of ``data`` into ``lines``; return the rest."""
+    end = data.rfind(b"\n")
+    if end >= 0:
+        # Decoding the complete lines in one call keeps the hot path in C.
+        text = data[:end].decode("utf-8", errors="replace")
+        if "\r" in text:
+            lines.extend(line.removesuffix("\r") for line in text.split("\n"))
+        else:
+            lines.extend(text.split("\n"))
+        data = data[end + 1 :]
+    while len(data) > MAX_LINE:
+        lines.append(decode_line(data[:MAX_LINE]))
+        data = data[MAX_LINE:]
+    return data

@@ -162,12 +162,13 @@ class JobRunner:
                 log_dir.mkdir(parents=True, exist_ok=True)
                 gpu_ids = grant.gpu_ids[(n - 1) * gpus_each : n * gpus_each]
                 env = learner_env(folders, job, learner=n, gpu_ids=gpu_ids)
-                proc = self._backend.launch(job.training.command, cwd=folders.model_dir, env=env)
+                log_file = folders.learner_log_file(n)
+                proc = self._backend.launch(
+                    job.training.command, cwd=folders.model_dir, env=env, output=log_file
+                )
                 procs.append(proc)
                 self._store.set_runtime(tid, {"learners": [p.handle for p in procs]})
-                collector = OutputCollector(
-                    proc.output_fd, folders.learner_log_file(n), self._log_sink(job, n), f"{tid}-{n}"
-                )
+                collector = OutputCollector(log_file, self._log_sink(job, n), f"{tid}-{n}")
                 collector.start()
                 collectors.append(collector)
                 exits.append(_wait_in_thread(loop, proc))
@@ -177,6 +178,8 @@ class JobRunner:
             outcome = stop
         finally:
             await asyncio.gather(*(asyncio.to_thread(p.stop, self._stop_grace) for p in procs))
+            for collector in collectors:
+                collector.finish()
             await asyncio.gather(*(asyncio.to_thread(c.join) for c in collectors))
         self._set(tid, pb.STORING)
         try:

@@ -22,11 +22,9 @@ class LearnerProcess(Protocol):
     integer is enough for FfDL's "exit code in status_message".
     """
 
-    output_fd: int
-    """Read end of a pipe carrying stdout and stderr merged; the caller reads and closes it."""
-
     handle: dict[str, Any]
-    """JSON-serialisable identity (pid, pgid, create_time): how a restarted Trainer finds it."""
+    """JSON-serialisable identity (pid, pgid, create_time, training_id): how a
+    restarted Trainer finds it."""
 
     def poll(self) -> int | None:
         """The exit code if the learner has exited, else None."""
@@ -50,10 +48,15 @@ class Backend(Protocol):
 
     name: str
 
-    def launch(self, command: str, *, cwd: Path, env: Mapping[str, str]) -> LearnerProcess:
-        """Run `command` through a shell in `cwd` with exactly `env` as its environment."""
+    def launch(self, command: str, *, cwd: Path, env: Mapping[str, str], output: Path) -> LearnerProcess:
+        """Run `command` through a shell in `cwd` with exactly `env` as its
+        environment, its stdout and stderr both appended to `output`.
+
+        A file rather than a pipe: the learner then writes at disk-cache speed
+        however far behind the log collection is, and keeps its output if the
+        Trainer dies."""
         ...
 
     def kill_orphan(self, handle: dict[str, Any]) -> bool:
-        """Kill the learner `handle` names if it is still that same process; whether it did."""
+        """Kill what is left of the learner `handle` names (never another process); whether it did."""
         ...

@@ -33,16 +33,16 @@ def _exit_code(returncode: int) -> int:
 class LocalProcess:
     """A learner started by LocalProcessBackend (see base.LearnerProcess)."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], output_fd: int) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], training_id: str) -> None:
         self._popen = popen
         self._pgid = popen.pid  # start_new_session: the shell leads its own group
         self._process = psutil.Process(popen.pid)  # unreaped, so the pid cannot be reused
         self._group_gone = False
-        self.output_fd = output_fd
         self.handle: dict[str, Any] = {
             "pid": popen.pid,
             "pgid": self._pgid,
             "create_time": self._process.create_time(),
+            "training_id": training_id,
         }
 
     def poll(self) -> int | None:
@@ -110,50 +110,66 @@ class LocalProcessBackend:
 
     name = "local"
 
-    def launch(self, command: str, *, cwd: Path, env: Mapping[str, str]) -> LocalProcess:
-        """Start the command; its stdout and stderr both go to the returned process's output_fd.
+    def launch(
+        self, command: str, *, cwd: Path, env: Mapping[str, str], output: Path
+    ) -> LocalProcess:
+        """Start the command with stdout and stderr appended to `output`.
 
-        The pipe is made here rather than by Popen so that the read end belongs
-        to the caller alone (Popen would otherwise close it again later). For
-        live Python logs the caller should put PYTHONUNBUFFERED=1 in `env`.
+        For live Python logs the caller should put PYTHONUNBUFFERED=1 in `env`.
         """
-        read_fd, write_fd = os.pipe()  # neither end is inherited by other children
+        out_fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             popen = subprocess.Popen(
                 ["/bin/sh", "-c", command],
                 cwd=cwd,
                 env=dict(env),
                 stdin=subprocess.DEVNULL,
-                stdout=write_fd,
+                stdout=out_fd,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        except BaseException:
-            os.close(read_fd)
-            raise
         finally:
-            os.close(write_fd)
-        return LocalProcess(popen, read_fd)
+            os.close(out_fd)
+        return LocalProcess(popen, env.get("TRAINING_ID", ""))
 
     def kill_orphan(self, handle: dict[str, Any]) -> bool:
-        """SIGKILL the group of a learner from before a Trainer restart, if its shell still runs.
+        """SIGKILL what is left of a learner from before a Trainer restart.
 
-        The process must exist and have the recorded create_time, so a reused
-        pid is never killed. A group whose shell has already exited is left
-        alone: its pgid can no longer be tied to the original learner.
+        While its shell still runs (same pid and create_time, so a reused pid is
+        never hit) the whole group goes. Once the shell is gone the pgid alone
+        proves nothing, so only members of that group whose environment names
+        the same TRAINING_ID are killed.
         """
         try:
             pid, pgid = int(handle["pid"]), int(handle["pgid"])
             created = float(handle["create_time"])
+            training_id = str(handle.get("training_id", ""))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a local learner handle: {handle!r}") from exc
         try:
             proc = psutil.Process(pid)
-            if abs(proc.create_time() - created) > _CREATE_TIME_TOLERANCE:
-                return False
-            if os.getpgid(pid) != pgid:
-                return False
-            os.killpg(pgid, signal.SIGKILL)
+            if (
+                abs(proc.create_time() - created) <= _CREATE_TIME_TOLERANCE
+                and os.getpgid(pid) == pgid
+                and proc.status() != psutil.STATUS_ZOMBIE
+            ):
+                os.killpg(pgid, signal.SIGKILL)
+                return True
         except (psutil.NoSuchProcess, ProcessLookupError):
-            return False
-        return True
+            pass
+        return bool(training_id) and _kill_leftovers(pgid, training_id)
+
+
+def _kill_leftovers(pgid: int, training_id: str) -> bool:
+    killed = False
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) != pgid or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.environ().get("TRAINING_ID") != training_id:
+                continue
+            proc.kill()
+            killed = True
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return killed

@@ -1,0 +1,71 @@
+"""What every benchmark needs: a fresh embedded Trainer and a job to run."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import statistics
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from dlaas_jupyter.client import TrainerClient, TrainerConfig
+from dlaas_jupyter.client.embedded import ensure_running
+from dlaas_jupyter.proto import trainer_pb2 as pb
+from dlaas_jupyter.trainer.cli import main as trainer_cli
+from dlaas_jupyter.trainer.lifecycle import TERMINAL
+
+
+@contextlib.contextmanager
+def embedded_trainer(data_dir: Path | None = None) -> Iterator[TrainerClient]:
+    """A client of a Trainer started on a data directory of its own, stopped after."""
+    with tempfile.TemporaryDirectory(prefix="dlaas-bench-") as tmp:
+        folder = data_dir or Path(tmp)
+        info = ensure_running(folder)
+        config = TrainerConfig.resolve(url=info.url, token=info.token, user="bench", environ={})
+        try:
+            with TrainerClient(config) as client:
+                yield client
+        finally:
+            trainer_cli(["stop", "--data-dir", str(folder)])
+
+
+def script_job(script: str, *, name: str, cpus: float = 1, memory_gib: float = 4) -> pb.CreateRequest:
+    """A CreateRequest running ``script`` as main.py."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("main.py", script)
+    request = pb.CreateRequest()
+    request.model_definition.name = name
+    request.model_definition.framework.name = "python"
+    request.model_definition.framework.version = "3"
+    request.model_definition.content = buffer.getvalue()
+    request.training.command = "python main.py"
+    request.training.resources.cpus = cpus
+    request.training.resources.memory = memory_gib
+    request.training.resources.memory_unit = pb.GiB
+    return request
+
+
+def wait_terminal(client: TrainerClient, training_id: str, timeout: float = 600) -> pb.Job:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(training_id)
+        if job.status.status in TERMINAL:
+            return job
+        time.sleep(0.05)
+    raise TimeoutError(f"{training_id} did not finish in {timeout} s")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def report(title: str, rows: list[tuple[str, str, str]]) -> None:
+    """Print measured figures beside their goals."""
+    print(f"\n{title}")
+    width = max(len(r[0]) for r in rows)
+    for label, value, goal in rows:
+        print(f"  {label:<{width}}  {value:>14}   goal: {goal}")

@@ -1,0 +1,89 @@
+"""Log throughput: a job prints lines as fast as it can. How many lines per
+second are stored and readable, is any lost, and how much is the job slowed
+against printing to /dev/null? Goal: >= 200,000 lines/s, none lost, job
+slowed <= 10%.
+
+Learners write their log straight to a file, so the job's cost is that of
+writing a file; the benchmark also prints that cost alone, with no Trainer,
+so the Trainer's own share can be told apart.
+
+The job writes its lines in blocks, as buffered stdout does, and reports its
+own printing time on stderr (merged into the log under the Trainer).
+
+Run: .venv/bin/python -m benchmarks.log_throughput [LINES]
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import embedded_trainer, report, script_job, wait_terminal
+
+JOB = """
+import sys, time
+lines = {lines}
+start = time.perf_counter()
+block = 1000
+for base in range(0, lines, block):
+    sys.stdout.write("".join(f"line {{i}} of the throughput benchmark, some text\\n" for i in range(base, min(base + block, lines))))
+    sys.stdout.flush()
+print(f"elapsed {{time.perf_counter() - start:.6f}}", file=sys.stderr)
+"""
+
+
+def alone_seconds(script: str, to_file: bool, runs: int = 5) -> float:
+    """The job's printing time with stdout to /dev/null or to a plain file
+    that nobody reads (median of ``runs``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "main.py"
+        path.write_text(script)
+        times = []
+        for n in range(runs):
+            with open(Path(tmp) / f"out-{n}.txt" if to_file else "/dev/null", "wb") as out:
+                result = subprocess.run(
+                    [sys.executable, str(path)], stdout=out, stderr=subprocess.PIPE, text=True, check=True
+                )
+            times.append(float(result.stderr.split()[1]))
+        return sorted(times)[len(times) // 2]
+
+
+def main(lines: int = 2_000_000) -> None:
+    script = JOB.format(lines=lines)
+    baseline = alone_seconds(script, to_file=False)
+    to_file = alone_seconds(script, to_file=True)
+    with embedded_trainer() as client:
+        tid = client.create(script_job(script, name="throughput"))
+        status = wait_terminal(client, tid).status
+        stored_seconds = (int(status.store_start_timestamp) - int(status.process_start_timestamp)) / 1000
+        in_trainer = float(client.logs(tid, pos=-1, pagesize=1)[0].line.split()[1])
+
+        start = time.perf_counter()
+        expected = 0
+        for record in client.follow_logs(tid):
+            if record.line.startswith("line "):
+                number = int(record.line.split()[1])
+                assert number == expected, f"line {expected} missing or out of order (got {number})"
+                expected += 1
+        read_seconds = time.perf_counter() - start
+    assert expected == lines, f"read {expected} of {lines} lines"
+    report(
+        f"Log throughput ({lines:,} lines)",
+        [
+            ("stored (process start to stored)", f"{lines / stored_seconds:,.0f} lines/s", ">= 200,000 lines/s"),
+            ("read back through follow", f"{expected / read_seconds:,.0f} lines/s", "-"),
+            ("lost", f"{lines - expected}", "0"),
+            ("job printing to /dev/null", f"{baseline:.3f} s", "-"),
+            ("job printing to a file, no Trainer", f"{to_file:.3f} s", "-"),
+            ("job printing under the Trainer", f"{in_trainer:.3f} s", "-"),
+            ("job slowed, against /dev/null", f"{(in_trainer / baseline - 1) * 100:+.1f} %", "<= 10 %"),
+            ("job slowed, against a file alone", f"{(in_trainer / to_file - 1) * 100:+.1f} %", "-"),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main(*(int(a) for a in sys.argv[1:]))
