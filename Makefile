@@ -10,7 +10,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test run venv
+.PHONY: test run venv bench
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -26,3 +26,7 @@ $(PY):
 $(INSTALLED): pyproject.toml | $(PY)
 	$(PIP) install --quiet --editable ".[test,dev]"
 	touch $@
+
+# Performance figures beside their goals (see benchmarks/README.md).
+bench: venv
+	for b in log_latency log_throughput download list_jobs; do $(PY) -m benchmarks.$$b || exit 1; done

@@ -1,64 +1,51 @@
 """Streaming a job's results as a zip, with memory independent of their size.
 
-The zip is written by a thread into a bounded queue of chunks that the RPC
-sends as they come; entries are stored, not deflated, because trained models
-rarely compress and throughput matters more on loopback.
+The zip is produced one block at a time as the RPC sends it, so only a chunk
+or two is ever in memory; entries are stored, not deflated, because trained
+models rarely compress and throughput matters more on loopback.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
-import threading
 import zipfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 CHUNK_SIZE = 1 << 20
-_END = object()
 
 
-class _Cancelled(Exception):
-    pass
+class _Chunks:
+    """A write-only, unseekable file whose writes are collected for yielding."""
 
-
-class _ChunkWriter:
-    """A write-only, unseekable file that hands out fixed-size chunks."""
-
-    def __init__(self, out: queue.Queue, cancelled: threading.Event) -> None:
-        self._out = out
-        self._cancelled = cancelled
-        self._buffer = bytearray()
+    def __init__(self) -> None:
+        self.pending: list[bytes] = []
+        self._small = bytearray()
         self._written = 0
 
     def write(self, data: bytes) -> int:
-        self._buffer += data
         self._written += len(data)
-        while len(self._buffer) >= CHUNK_SIZE:
-            self._put(bytes(self._buffer[:CHUNK_SIZE]))
-            del self._buffer[:CHUNK_SIZE]
+        if len(data) >= CHUNK_SIZE:
+            # File contents arrive in whole blocks: pass them on uncopied.
+            self.flush()
+            self.pending.append(bytes(data))
+        else:
+            self._small += data
+            if len(self._small) >= CHUNK_SIZE:
+                self.flush()
         return len(data)
 
     def tell(self) -> int:
         return self._written
 
     def flush(self) -> None:
-        pass
+        if self._small:
+            self.pending.append(bytes(self._small))
+            self._small.clear()
 
-    def close(self) -> None:
-        if self._buffer:
-            self._put(bytes(self._buffer))
-            self._buffer.clear()
-
-    def _put(self, chunk: object) -> None:
-        while True:
-            if self._cancelled.is_set():
-                raise _Cancelled
-            try:
-                self._out.put(chunk, timeout=0.5)
-                return
-            except queue.Full:
-                continue
+    def take(self) -> list[bytes]:
+        taken, self.pending = self.pending, []
+        return taken
 
 
 def results_entries(result_dir: Path, live_logs: dict[str, Path]) -> Iterator[tuple[Path, str]]:
@@ -75,48 +62,34 @@ def results_entries(result_dir: Path, live_logs: dict[str, Path]) -> Iterator[tu
                 yield path, f"{folder_name}/{path.relative_to(folder).as_posix()}"
 
 
-def _write_zip(entries: Iterator[tuple[Path, str]], writer: _ChunkWriter) -> None:
-    with zipfile.ZipFile(writer, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+def zip_chunks(entries: Iterator[tuple[Path, str]]) -> Iterator[bytes]:
+    """The zip of ``entries`` as chunks, produced as they are read.
+
+    Each step reads and checksums one block (about a millisecond per MiB), so
+    the caller may run it on the event loop without a thread per download.
+    """
+    out = _Chunks()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
         for path, name in entries:
             try:
                 size = path.stat().st_size
                 info = zipfile.ZipInfo.from_file(path, name)
+                source = open(path, "rb")
             except FileNotFoundError:  # removed by the job while we zip
                 continue
             info.compress_type = zipfile.ZIP_STORED
-            with open(path, "rb") as source, archive.open(info, "w", force_zip64=size > 2**31) as dest:
+            with source, archive.open(info, "w", force_zip64=size > 2**31) as dest:
                 while block := source.read(CHUNK_SIZE):
                     dest.write(block)
-    writer.close()
+                    yield from out.take()
+    out.flush()
+    yield from out.take()
 
 
 async def stream_zip(entries: Iterator[tuple[Path, str]]) -> AsyncIterator[bytes]:
-    """Yield the zip of ``entries`` chunk by chunk; stops its thread if abandoned."""
-    chunks: queue.Queue = queue.Queue(maxsize=4)
-    cancelled = threading.Event()
-    failure: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            _write_zip(entries, _ChunkWriter(chunks, cancelled))
-        except _Cancelled:
-            return
-        except BaseException as exc:
-            failure.append(exc)
-        _ChunkWriter(chunks, cancelled)._put(_END)
-
-    thread = threading.Thread(target=produce, name="zip-results", daemon=True)
-    thread.start()
-    try:
-        while True:
-            chunk = await asyncio.to_thread(chunks.get)
-            if chunk is _END:
-                break
-            yield chunk
-        if failure:
-            raise failure[0]
-    finally:
-        cancelled.set()
+    """Yield the zip of ``entries`` chunk by chunk, letting other calls run between."""
+    for chunk in zip_chunks(entries):
+        yield chunk
 
 
 async def stream_file(path: Path) -> AsyncIterator[bytes]:

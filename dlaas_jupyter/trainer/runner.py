@@ -79,8 +79,10 @@ class JobRunner:
         self._memory_poll = memory_poll
         self._active: dict[str, _Active] = {}
 
-    def is_running(self, training_id: str) -> bool:
-        return training_id in self._active
+    def claim(self, training_id: str) -> None:
+        """Mark a job as the runner's before its task starts, so a halt or
+        delete arriving in between finds it."""
+        self._active[training_id] = _Active()
 
     async def halt(self, training_id: str) -> bool:
         """Halt a running job and wait until it has stored what it wrote."""
@@ -105,8 +107,10 @@ class JobRunner:
     async def run(self, job: pb.Job, grant: Grant, note: str = "") -> None:
         """Run ``job`` on ``grant`` to a terminal status; never raises."""
         tid = job.training_id
-        active = self._active[tid] = _Active()
+        active = self._active.setdefault(tid, _Active())
         try:
+            if active.halt.is_set():
+                raise active.stopped()
             self._set(tid, pb.PENDING, note or None)
             folders = await self._download(job, active)
             await self._process(job, grant, folders, active, note)

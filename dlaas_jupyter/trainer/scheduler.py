@@ -59,6 +59,7 @@ class Scheduler:
                     self._set(tid, pb.QUEUED, waiting)
                 continue
             self._queue.remove(tid)
+            self._runner.claim(tid)
             task = asyncio.get_running_loop().create_task(self._run(job, grant, note))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
