@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from dlaas_jupyter.trainer.backends.base import Backend, LearnerProcess
 from dlaas_jupyter.trainer.capacity import Grant
 from dlaas_jupyter.trainer.collect import OutputCollector
 from dlaas_jupyter.trainer.events import JobEvents
+from dlaas_jupyter.trainer.metrics.collection import JobMetrics
+from dlaas_jupyter.trainer.metrics.spec import parse_spec
 from dlaas_jupyter.trainer.store import Store
 from dlaas_jupyter.trainer.unzip import UnsafeZipError, ZipLimits, unpack_model
 from dlaas_jupyter.trainer.workspace import (
@@ -28,6 +31,7 @@ from dlaas_jupyter.trainer.workspace import (
     folders_for,
     learner_env,
     learner_name,
+    learner_number,
 )
 
 log = logging.getLogger(__name__)
@@ -160,6 +164,14 @@ class JobRunner:
         collectors: list[OutputCollector] = []
         loop = asyncio.get_running_loop()
         exits: list[asyncio.Future[int]] = []
+        metrics = JobMetrics(
+            _read_spec(folders),
+            logs_root=folders.logs_root,
+            env=learner_env(folders, job, learner=1, gpu_ids=grant.gpu_ids[:gpus_each]),
+            sink=self._metrics_sink(job),
+            note=_log_note(folders),
+        )
+        metrics.start()
         try:
             for n in range(1, learners + 1):
                 log_dir = folders.learner_log_dir(n)
@@ -172,7 +184,7 @@ class JobRunner:
                 )
                 procs.append(proc)
                 self._store.set_runtime(tid, {"learners": [p.handle for p in procs]})
-                collector = OutputCollector(log_file, self._log_sink(job, n), f"{tid}-{n}")
+                collector = OutputCollector(log_file, self._log_sink(job, n, metrics), f"{tid}-{n}")
                 collector.start()
                 collectors.append(collector)
                 exits.append(_wait_in_thread(loop, proc))
@@ -185,6 +197,9 @@ class JobRunner:
             for collector in collectors:
                 collector.finish()
             await asyncio.gather(*(asyncio.to_thread(c.join) for c in collectors))
+            await asyncio.to_thread(metrics.finish)
+            if metrics.error is not None:
+                log.warning("metric collection of %s failed: %s", tid, metrics.error)
         self._set(tid, pb.STORING)
         try:
             await asyncio.to_thread(store_logs, folders, learners)
@@ -239,14 +254,45 @@ class JobRunner:
         finally:
             halt.cancel()
 
-    def _log_sink(self, job: pb.Job, learner: int):
+    def _log_sink(self, job: pb.Job, learner: int, metrics: JobMetrics):
         tid, user, subid = job.training_id, job.user_id, learner_name(learner)
 
         def sink(lines: list[str]) -> None:
             self._store.append_log_lines(tid, user, subid, lines)
+            metrics.feed(subid, lines)
             self._events.notify(tid)
 
         return sink
+
+    def _metrics_sink(self, job: pb.Job):
+        tid, user = job.training_id, job.user_id
+
+        def sink(records: list[pb.EMetrics]) -> None:
+            self._store.append_emetrics(tid, user, records)
+            self._events.notify(tid)
+
+        return sink
+
+
+def _read_spec(folders: JobFolders):
+    spec = pb.EMExtractionSpec()
+    if folders.metrics_spec.exists():
+        spec.ParseFromString(folders.metrics_spec.read_bytes())
+    return parse_spec(spec)
+
+
+def _log_note(folders: JobFolders):
+    """Report a collection problem as a line in the learner's own log."""
+
+    def note(subid: str, message: str) -> None:
+        path = folders.learner_log_file(learner_number(subid))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, message.rstrip("\n").encode() + b"\n")
+        finally:
+            os.close(fd)
+
+    return note
 
 
 def _wait_in_thread(loop: asyncio.AbstractEventLoop, proc: LearnerProcess) -> asyncio.Future[int]:

@@ -31,7 +31,7 @@ from dlaas_jupyter.trainer.scheduler import Scheduler
 from dlaas_jupyter.trainer.store import Store
 from dlaas_jupyter.trainer.validation import InvalidJob, validate_create
 from dlaas_jupyter.trainer.versions import versions_response
-from dlaas_jupyter.trainer.workspace import DatastoreError, folders_for, job_root
+from dlaas_jupyter.trainer.workspace import METRICS_SPEC_FILE, DatastoreError, folders_for, job_root
 
 FOLLOW_METADATA = ("dlaas-follow", "1")
 FOLLOW_BATCH = 5000
@@ -40,7 +40,6 @@ FOLLOW_BATCH = 5000
 FOLLOW_IDLE = 1.0
 PERMISSION_MESSAGE = "User does not have permission to read training data"
 ID_ALPHABET = string.ascii_letters + string.digits + "_-"
-METRICS_SPEC_FILE = "evaluation-metrics-spec.pb"
 LOG_CHUNK = 1 << 20
 
 

@@ -7,6 +7,7 @@ checks FfDL lacks come after its own.
 from __future__ import annotations
 
 from dlaas_jupyter.proto import trainer_pb2 as pb
+from dlaas_jupyter.trainer.metrics.spec import SpecError, parse_spec
 
 
 class InvalidJob(ValueError):
@@ -54,6 +55,13 @@ def validate_create(request: pb.CreateRequest) -> None:
                     "existing datastore id."
                 )
     _validate_resources(training.resources)
+    # Better than FfDL, which fails silently at run time: a bad metrics spec
+    # is refused here, with the group and the problem named.
+    if request.HasField("evaluation_metrics"):
+        try:
+            parse_spec(request.evaluation_metrics)
+        except SpecError as exc:
+            raise InvalidJob(str(exc)) from exc
 
 
 def _validate_resources(resources: pb.ResourceRequirements) -> None:

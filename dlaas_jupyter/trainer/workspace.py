@@ -15,6 +15,8 @@ from pathlib import Path
 from dlaas_jupyter.proto import trainer_pb2 as pb
 
 LOG_FILE = "training-log.txt"
+# The job's EMExtractionSpec as submitted (the Job message has no field for it).
+METRICS_SPEC_FILE = "evaluation-metrics-spec.pb"
 HOST_MOUNT_TYPES = {"mount_volume", "host_mount"}
 
 
@@ -33,6 +35,10 @@ class JobFolders:
     result_dir: Path
     input_dir: Path
 
+    @property
+    def metrics_spec(self) -> Path:
+        return self.root / METRICS_SPEC_FILE
+
     def learner_log_dir(self, learner: int) -> Path:
         return self.logs_root / learner_name(learner)
 
@@ -42,6 +48,12 @@ class JobFolders:
 
 def learner_name(learner: int) -> str:
     return f"learner-{learner}"
+
+
+def learner_number(subid: str) -> int:
+    """The learner a subid names; learner 1 for anything else."""
+    number = subid.removeprefix("learner-")
+    return int(number) if number.isdigit() and number != "0" else 1
 
 
 def job_root(jobs_root: Path, training_id: str) -> Path:

@@ -1,0 +1,1 @@
+"""Evaluation-metric collectors: typed EMetrics records from what a job writes."""
