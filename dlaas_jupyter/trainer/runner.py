@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dlaas_jupyter.proto import trainer_pb2 as pb
 from dlaas_jupyter.trainer import lifecycle as lc
+from dlaas_jupyter.trainer import requirements
 from dlaas_jupyter.trainer.backends.base import Backend, LearnerProcess
 from dlaas_jupyter.trainer.capacity import Grant
 from dlaas_jupyter.trainer.collect import OutputCollector
@@ -150,6 +151,12 @@ class JobRunner:
             raise _Stop(pb.FAILED, f"Invalid model definition zip: {exc}", lc.INVALID_ZIP) from exc
         except OSError as exc:
             raise _Stop(pb.FAILED, f"Loading the model failed: {exc}", lc.LOAD_MODEL_FAILED) from exc
+        try:
+            await requirements.install(folders.model_dir, folders.packages_dir, folders.learner_log_file(1))
+        except (requirements.RequirementsError, OSError) as exc:
+            raise _Stop(
+                pb.FAILED, f"Installing requirements.txt failed: {exc} (see the log)", lc.LOAD_MODEL_FAILED
+            ) from exc
         if active.halt.is_set():
             raise active.stopped()
         return folders

@@ -36,6 +36,11 @@ class JobFolders:
     input_dir: Path
 
     @property
+    def packages_dir(self) -> Path:
+        """Where the job's requirements.txt is installed (see requirements.py)."""
+        return self.root / "site-packages"
+
+    @property
     def metrics_spec(self) -> Path:
         return self.root / METRICS_SPEC_FILE
 
@@ -109,8 +114,12 @@ def learner_env(
     # The Trainer's interpreter first, so `python train.py` finds the packages
     # installed beside it.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    python_path = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = str(folders.model_dir) + (os.pathsep + python_path if python_path else "")
+    paths = [str(folders.model_dir)]
+    if folders.packages_dir.is_dir():
+        paths.append(str(folders.packages_dir))
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
     # A pipe makes Python block-buffer stdout; unbuffered output is what makes
     # the log live.
     env["PYTHONUNBUFFERED"] = "1"
