@@ -201,10 +201,12 @@ class JobRunner:
             outcome = stop
         finally:
             await asyncio.gather(*(asyncio.to_thread(p.stop, self._stop_grace) for p in procs))
+            # Before the log collectors stop: the last poll's notes (a bad line in
+            # the metrics file, say) are lines of the learners' logs to store too.
+            await asyncio.to_thread(metrics.finish)
             for collector in collectors:
                 collector.finish()
             await asyncio.gather(*(asyncio.to_thread(c.join) for c in collectors))
-            await asyncio.to_thread(metrics.finish)
             if metrics.error is not None:
                 log.warning("metric collection of %s failed: %s", tid, metrics.error)
         self._set(tid, pb.STORING)

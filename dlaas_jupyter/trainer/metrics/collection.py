@@ -4,6 +4,12 @@ The regex extractor is fed by the log collection threads as lines are stored;
 file-based collectors (the metrics file, TensorBoard event files) are polled by
 a thread of their own. The metrics file is always watched, whatever the spec,
 so `dlaas_jupyter.emit()` works without any configuration.
+
+Records are stored per learner, as a follow reads them: a record that names no
+learner (TensorBoard's, whose event files are the job's) is learner-1's, as a
+collector's note without one is. When several sources feed a job, each would
+number its records on its own (the metrics file by line, the others not at
+all), so the store numbers them all instead and rindex stays unique.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dlaas_jupyter.trainer.metrics.base import FileWatcher, LogNote
 from dlaas_jupyter.trainer.metrics.emetrics_file import MetricsFileWatcher
 from dlaas_jupyter.trainer.metrics.regex_extractor import RegexExtractor
 from dlaas_jupyter.trainer.metrics.spec import MetricsSpec
+from dlaas_jupyter.trainer.workspace import learner_name
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,7 @@ class JobMetrics:
             from dlaas_jupyter.trainer.metrics.tensorboard import TensorBoardWatcher
 
             self._watchers.append(TensorBoardWatcher(folder, note))
+        self._renumber = self._extractor is not None or len(self._watchers) > 1
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll_loop, name="metrics-poll", daemon=True)
         self.error: BaseException | None = None
@@ -59,7 +67,7 @@ class JobMetrics:
         if self._extractor is not None:
             records = self._extractor.feed(subid, lines)
             if records:
-                self._sink(records)
+                self._store(records)
 
     def finish(self) -> None:
         """The job's processes are gone: collect what is left, then stop."""
@@ -80,7 +88,16 @@ class JobMetrics:
         for watcher in self._watchers:
             records = watcher.poll(final=final)
             if records:
-                self._sink(records)
+                self._store(records)
+
+    def _store(self, records: list[pb.EMetrics]) -> None:
+        for record in records:
+            meta = record.meta
+            if not meta.subid:
+                meta.subid = learner_name(1)
+            if self._renumber:
+                meta.rindex = 0  # the store gives the learner's next
+        self._sink(records)
 
 
 def _expand(folder: str, env: Mapping[str, str]) -> Path:
