@@ -717,3 +717,23 @@ def test_follow_and_paging_get_every_line_of_a_chatty_job(api, submit):
     for name, got in (("follow", followed), ("paged", paged)):
         assert [line.line for line in got] == expected, name
         assert [line.meta.rindex for line in got] == list(range(1, LINES + 1)), name
+
+
+def test_zip_bomb_over_the_configured_limit_fails_c102(private, user, data):
+    """A small zip that unpacks past --max-zip-bytes (a bomb) never lands on disk."""
+    running = private("--max-zip-bytes", "1000000", "--max-zip-files", "50")
+    api = Api(running, user)
+    try:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("main.py", "")
+            archive.writestr("bomb.bin", b"\0" * 5_000_000)
+        assert len(buffer.getvalue()) < 20_000
+        tid = api.create(with_data(job_request("true", zip_bytes=buffer.getvalue(), cpus=SMALL_CPUS), data))
+        job = api.wait(tid)
+        assert job.status.status == pb.FAILED
+        assert job.status.error_code == "C102"
+        assert "bomb.bin" in job.status.status_message, job.status.status_message
+        assert not list(running.data_dir.glob(f"jobs/{tid}/model/bomb.bin"))
+    finally:
+        api.close()

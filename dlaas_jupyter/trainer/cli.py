@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 
 from dlaas_jupyter.paths import INFO_FILE, default_data_dir
+from dlaas_jupyter.trainer.unzip import ZipLimits
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,6 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--backend", default="local", help="what runs learners (default: local)")
     serve.add_argument("--cpus", type=float, help="CPUs jobs may use (default: all)")
     serve.add_argument("--gpus", type=int, help="GPUs jobs may use (default: detected)")
+    limits = ZipLimits()
+    serve.add_argument("--max-zip-files", type=int, default=limits.max_files,
+                       help=f"most entries a model zip may have (default {limits.max_files})")
+    serve.add_argument("--max-zip-bytes", type=int, default=limits.max_bytes,
+                       help=f"most bytes a model zip may unpack to (default {limits.max_bytes})")
     for command in (serve, commands.add_parser("status", help="is a Trainer running here?"),
                     commands.add_parser("stop", help="stop the running Trainer")):
         command.add_argument("--data-dir", type=Path, help="state folder (default: $DLAAS_DATA_DIR or the Jupyter data dir)")
@@ -61,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         options = ServeOptions(
             data_dir=data_dir, host=args.host, port=args.port, auth=not args.no_auth,
             backend=args.backend, cpus=args.cpus, gpus=args.gpus,
+            zip_limits=ZipLimits(max_files=args.max_zip_files, max_bytes=args.max_zip_bytes),
         )
         try:
             asyncio.run(serve(options))
