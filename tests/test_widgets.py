@@ -300,7 +300,7 @@ def test_records_without_an_iteration_are_placed_by_time_and_text_is_skipped():
     flag.values["best"].CopyFrom(pb.Any(type=pb.Any.JSONSTRING, value="true"))
     curves.add([*records, flag])
     curves.flush()
-    assert curves.keys == ["loss"] and curves.counts() == {"train": 4}
+    assert curves.value_keys == ["loss"] and curves.counts() == {"train": 4}
     np.testing.assert_allclose(curves.figure.marks[0].x, [0.0, 0.5, 3.0])
     assert curves.figure.axes[0].label == TIME_AXIS
 
@@ -442,3 +442,13 @@ def test_follow_as_text_streams_the_log_then_the_status(client):
     assert lines[:2] == ["one", "two"]
     assert lines[2].startswith(f"{tid}: FAILED (C201") and len(lines) == 3
     assert client.get(tid).status.status == pb.FAILED
+
+
+def test_widget_state_reaches_the_front_end() -> None:
+    """A widget attribute named like an ipywidgets internal (``keys``) once
+    emptied the state sent to the browser; nothing could be drawn."""
+    from dlaas_jupyter.widgets import MetricCurves
+
+    state = MetricCurves().get_state()
+    assert state["_model_module"] == "@jupyter-widgets/controls"
+    assert state["children"]

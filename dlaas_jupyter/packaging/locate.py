@@ -119,9 +119,12 @@ def _kernel_id(connection_file: str | Path | None) -> str | None:
     if connection_file is None:
         try:
             from ipykernel.connect import get_connection_file
+            from traitlets.config import MultipleInstanceError
 
             connection_file = get_connection_file()
-        except (ImportError, RuntimeError):  # no ipykernel, or not inside a kernel
+        except ImportError:  # no ipykernel
+            return None
+        except (RuntimeError, MultipleInstanceError):  # terminal IPython: not a kernel
             return None
     match = _KERNEL_FILE.match(Path(connection_file).name)
     return match.group(1) if match else None

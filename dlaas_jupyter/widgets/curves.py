@@ -159,7 +159,7 @@ class MetricCurves(widgets.VBox):
         self.flush()
 
     @property
-    def keys(self) -> list[str]:
+    def value_keys(self) -> list[str]:
         """Plottable value keys, in the order they first appeared."""
         return list(self._series)
 
@@ -193,7 +193,7 @@ class MetricCurves(widgets.VBox):
             self._draw(changed)
 
     def _update_selector(self) -> None:
-        keys = self.keys
+        keys = self.value_keys
         selected = self.selector.value if self.selector.value in keys else None
         self._quiet = True
         try:
