@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import statistics
 import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager
 
 from dlaas_jupyter.client import TrainerClient, TrainerConfig
 from dlaas_jupyter.client.embedded import ensure_running
@@ -30,6 +34,51 @@ def embedded_trainer(data_dir: Path | None = None) -> Iterator[TrainerClient]:
                 yield client
         finally:
             trainer_cli(["stop", "--data-dir", str(folder)])
+
+
+@contextlib.contextmanager
+def notebook_kernel(
+    config: TrainerConfig, folder: Path, notebook: str = "session.ipynb"
+) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
+    """A python3 ipykernel in ``folder``, pointed at the Trainer of ``config`` as
+    Jupyter points one (env), told its notebook as jupyter_server tells it
+    (JPY_SESSION_NAME), and never reaching the user's own Trainer or data."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DLAAS_")}
+    env.update(
+        DLAAS_TRAINER_URL=config.url or "",
+        DLAAS_TRAINER_TOKEN=config.token or "",
+        DLAAS_USER=config.user,
+        DLAAS_DATA_DIR=str(folder / "data"),
+        JPY_SESSION_NAME=str(folder / notebook),
+    )
+    manager = KernelManager(kernel_name="python3")
+    manager.start_kernel(cwd=str(folder), env=env)
+    kernel = manager.blocking_client()
+    kernel.start_channels()
+    try:
+        kernel.wait_for_ready(timeout=60)
+        yield manager, kernel
+    finally:
+        kernel.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def run_cell(kernel: BlockingKernelClient, code: str, timeout: float = 120) -> str:
+    """Run ``code`` as one cell; its stdout. Raises RuntimeError with the traceback if it raised."""
+    out: list[str] = []
+    failure: list[str] = []
+
+    def collect(message: dict) -> None:
+        kind, content = message["msg_type"], message["content"]
+        if kind == "stream":
+            out.append(content["text"])
+        elif kind == "error":
+            failure.extend(content["traceback"])
+
+    kernel.execute_interactive(code, output_hook=collect, timeout=timeout)
+    if failure:
+        raise RuntimeError("the cell raised:\n" + "\n".join(failure) + "\n" + "".join(out))
+    return "".join(out)
 
 
 def script_job(script: str, *, name: str, cpus: float = 1, memory_gib: float = 4) -> pb.CreateRequest:
