@@ -224,6 +224,7 @@ class JobMonitor(widgets.VBox):
         self._confirm_row.layout.display = "none"
         self.retry_button.layout.display = "none"
 
+        self._tail = tail
         self.logview = LogView(tail=tail, load_full=partial(read_full_log, client, training_id))
         self.curves = MetricCurves()
         self._rows = [
@@ -325,9 +326,29 @@ class JobMonitor(widgets.VBox):
                 status = job.status.status
 
     async def _follow_logs(self) -> None:
-        async with aclosing(self._client.follow_logs(self.training_id)) as records:
-            async for record in records:
-                self.logview.append((line_text(record, learners=self._learners),))
+        """The log's tail, one page per refresh rather than every line.
+
+        The view shows only the last lines, so a job printing thousands of
+        lines a second costs the kernel one small call per tick (streaming
+        every line cost half a core at 10,000 lines/s). Paging by time, which
+        is unique within a job, works on any FfDL Trainer.
+        """
+        tid, tail = self.training_id, self._tail
+        last_time: int | None = None
+        while True:
+            finished = self._status is not None and self._status.status in TERMINAL
+            if last_time is None:
+                page = await self._client.logs(tid, pos=-1, pagesize=tail)
+            else:
+                page = await self._client.logs(tid, since=str(last_time + 1), pagesize=tail + 1)
+                if len(page) > tail:  # more than a view's worth: skip to the newest
+                    page = await self._client.logs(tid, pos=-1, pagesize=tail)
+            if page:
+                self.logview.append(line_text(r, learners=self._learners) for r in page)
+                last_time = page[-1].meta.time
+            elif finished:
+                return
+            await asyncio.sleep(self.refresh)
 
     async def _follow_metrics(self) -> None:
         async with aclosing(self._client.follow_emetrics(self.training_id)) as records:
