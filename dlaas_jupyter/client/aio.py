@@ -185,23 +185,35 @@ class AsyncTrainerClient:
     async def download_definition(self, training_id: str, dest: str | Path) -> Path:
         """Save the submitted model-definition zip to ``dest`` (a file, or a
         folder to hold ``<id>-definition.zip``)."""
-        request = pb.ModelDefinitionRequest(training_id=training_id, user_id=self.user)
-        return await self._download("GetModelDefinition", request, training_id, dest, "definition")
+        return await self._download(self.definition_chunks(training_id), training_id, dest, "definition")
 
     async def download_trained_model(self, training_id: str, dest: str | Path) -> Path:
         """Save the zip of the job's results to ``dest`` (a file, or a folder
         to hold ``<id>-trainedmodel.zip``)."""
+        return await self._download(self.trained_model_chunks(training_id), training_id, dest, "trainedmodel")
+
+    async def definition_chunks(self, training_id: str) -> AsyncGenerator[bytes, None]:
+        """The submitted model-definition zip, chunk by chunk as the Trainer
+        sends it (to relay it without holding it whole)."""
+        request = pb.ModelDefinitionRequest(training_id=training_id, user_id=self.user)
+        async with aclosing(self._stream("GetModelDefinition", request, training_id)) as chunks:
+            async for chunk in chunks:
+                yield chunk.data
+
+    async def trained_model_chunks(self, training_id: str) -> AsyncGenerator[bytes, None]:
+        """The zip of the job's results, chunk by chunk as the Trainer sends it."""
         request = pb.TrainedModelRequest(training_id=training_id, user_id=self.user)
-        return await self._download("GetTrainedModel", request, training_id, dest, "trainedmodel")
+        async with aclosing(self._stream("GetTrainedModel", request, training_id)) as chunks:
+            async for chunk in chunks:
+                yield chunk.data
 
     async def _download(
-        self, name: str, request: object, training_id: str, dest: str | Path, kind: str
+        self, chunks: AsyncGenerator[bytes, None], training_id: str, dest: str | Path, kind: str
     ) -> Path:
-        chunks = self._stream(name, request, training_id)
         async with aclosing(chunks):
             with DownloadFile(dest, f"{training_id}-{kind}.zip") as out:
                 async for chunk in chunks:
-                    out.write(chunk.data)
+                    out.write(chunk)
         return out.dest
 
     async def trained_model_logs(
