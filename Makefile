@@ -10,9 +10,13 @@ PIP := $(PY) -m pip --disable-pip-version-check
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test run venv bench
+LABEXT := labextension
+LABEXT_OUT := dlaas_jupyter/labextension/package.json
+CHROMIUM := /usr/bin/chromium
 
-test: venv
+.PHONY: test run venv bench labextension chromium
+
+test: venv labextension chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 run: venv
@@ -26,6 +30,24 @@ $(PY):
 $(INSTALLED): pyproject.toml | $(PY)
 	$(PIP) install --quiet --editable ".[test,dev]"
 	touch $@
+
+# The prebuilt JupyterLab extension (jupyter-builder comes from the venv's
+# jupyterlab), rebuilt when its sources or the committed lock change.
+labextension: $(LABEXT_OUT)
+
+$(LABEXT)/node_modules/.package-lock.json: $(LABEXT)/package.json $(LABEXT)/package-lock.json
+	cd $(LABEXT) && npm ci --no-audit --no-fund
+
+$(LABEXT_OUT): $(LABEXT)/node_modules/.package-lock.json $(wildcard $(LABEXT)/src/*) $(wildcard $(LABEXT)/style/*) $(LABEXT)/schema/plugin.json $(LABEXT)/tsconfig.json | venv
+	cd $(LABEXT) && PATH="$(abspath $(VENV))/bin:$$PATH" npm run build
+
+# Debian's Chromium for the browser tests (tests/browser). Only root can
+# install it; anyone else is told how, and the browser tests fail saying so.
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "$(CHROMIUM) is missing: the browser tests will fail. Install it with:" \
+	  "sudo apt-get update && sudo apt-get install -y chromium" >&2; fi
 
 # Performance figures beside their goals (see benchmarks/README.md).
 bench: venv

@@ -1,0 +1,127 @@
+"""The dlaas side panel, the train command and the in-cell monitor in a real
+JupyterLab, against the session's embedded Trainer."""
+
+from __future__ import annotations
+
+import io
+import re
+import shlex
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from dlaas_jupyter.proto import trainer_pb2 as pb
+from tests.conftest import job_request
+
+from .conftest import Lab, write_notebook
+
+pytestmark = pytest.mark.slow
+SMALL_CPUS = 0.25
+LIVE = 90_000  # ms: a job's start plus a panel update on a busy 2-core machine
+
+
+def gated(gate: Path, after: str = "echo done") -> str:
+    """A command that waits for ``gate`` to exist, then runs ``after``."""
+    return f"while [ ! -e {shlex.quote(str(gate))} ]; do sleep 0.1; done; {after}"
+
+
+def open_panel(page: Page, lab: Lab, path: str = "lab") -> None:
+    page.goto(lab.page_url(path))
+    tab = page.locator('.jp-SideBar [data-id="dlaas-jobs"]')
+    tab.click()
+    page.locator("#dlaas-jobs .dlaas-jobs").wait_for()
+
+
+def job_item(page: Page, name: str):
+    return page.locator(f'#dlaas-jobs .dlaas-job:has(.dlaas-job-name:text-is("{name}"))')
+
+
+def wait_status(client, training_id: str, statuses: set[int], timeout: float = 90) -> pb.Job:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(training_id)
+        if job.status.status in statuses:
+            return job
+        assert time.monotonic() < deadline, f"{training_id} still {pb.Status.Name(job.status.status)}"
+        time.sleep(0.2)
+
+
+def test_panel_lists_a_job_and_follows_it_to_completed(page, lab, lab_client, tmp_path):
+    gate = tmp_path / "gate"
+    training_id = lab_client.create(
+        job_request(gated(gate), name="listed-job", cpus=SMALL_CPUS)
+    )
+    open_panel(page, lab)
+    item = job_item(page, "listed-job")
+    expect(item.locator(".dlaas-job-id")).to_have_text(training_id)
+    status = item.locator(".dlaas-job-line").first.locator("span")
+    expect(status).not_to_have_text("COMPLETED")
+    gate.touch()
+    expect(status).to_have_text("COMPLETED", timeout=LIVE)
+
+
+def test_halt_from_the_panel(page, lab, lab_client, tmp_path):
+    training_id = lab_client.create(
+        job_request(gated(tmp_path / "never"), name="halt-me", cpus=SMALL_CPUS)
+    )
+    wait_status(lab_client, training_id, {pb.PROCESSING})
+    open_panel(page, lab)
+    item = job_item(page, "halt-me")
+    status = item.locator(".dlaas-job-line").first.locator("span")
+    expect(status).to_have_text("PROCESSING", timeout=LIVE)
+    item.locator('.dlaas-icon-button[title="Halt"]').click()
+    expect(status).to_have_text("HALTED", timeout=LIVE)
+    assert lab_client.get(training_id).status.status == pb.HALTED
+
+
+def test_download_model_from_the_panel(page, lab, lab_client):
+    training_id = lab_client.create(
+        job_request("mkdir -p $RESULT_DIR 2>/dev/null; echo trained", name="download-me",
+                    cpus=SMALL_CPUS)
+    )
+    wait_status(lab_client, training_id, {pb.COMPLETED, pb.FAILED})
+    open_panel(page, lab)
+    button = job_item(page, "download-me").locator(
+        '.dlaas-icon-button[title="Download the trained model"]'
+    )
+    expect(button).to_be_enabled(timeout=LIVE)
+    with page.expect_download() as download:
+        button.click()
+    assert download.value.suggested_filename == f"{training_id}-trainedmodel.zip"
+    content = Path(download.value.path()).read_bytes()
+    assert zipfile.ZipFile(io.BytesIO(content)).testzip() is None
+
+
+def test_train_this_notebook_submits_a_job(page, lab, lab_client):
+    write_notebook(lab.root / "to_train.ipynb", "print('training from the toolbar')")
+    open_panel(page, lab, "lab/tree/to_train.ipynb")
+    page.locator(
+        '.jp-NotebookPanel:visible .jp-NotebookPanel-toolbar [data-command="dlaas:train-notebook"]'
+    ).click()
+    page.locator(".dlaas-train-form").wait_for()
+    page.fill('.dlaas-train-form input[name="name"]', "from-toolbar")
+    page.fill('.dlaas-train-form input[name="cpus"]', str(SMALL_CPUS))
+    page.click(".jp-Dialog-footer button.jp-mod-accept")
+    expect(job_item(page, "from-toolbar")).to_have_count(1, timeout=LIVE)
+    assert "from-toolbar" in [job.model_definition.name for job in lab_client.list()]
+
+
+def test_in_cell_monitor_draws_bqplot_curves(page, lab):
+    regex = "train:Iteration %{INT:iteration}, loss = %{FLOAT:loss}"
+    write_notebook(
+        lab.root / "monitor.ipynb",
+        "%load_ext dlaas_jupyter",
+        f'%%dlaas_train --name monitored --cpus {SMALL_CPUS} --metric-regex "{regex}"\n'
+        "for i in range(1, 41):\n"
+        "    print(f'Iteration {i}, loss = {1 / i:.4f}', flush=True)\n",
+    )
+    page.goto(lab.page_url("lab/tree/monitor.ipynb"))
+    page.locator(".jp-NotebookPanel:visible .jp-Notebook-cell .jp-InputArea-editor").first.click()
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.press("Shift+Enter")
+    line = page.locator(".jp-OutputArea .bqplot path.line")
+    # At least one drawn segment: an empty Lines mark has no "L" in its path.
+    expect(line.first).to_have_attribute("d", re.compile(r"M[^ML]*L"), timeout=LIVE)
