@@ -14,12 +14,24 @@ LABEXT := labextension
 LABEXT_OUT := dlaas_jupyter/labextension/package.json
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: test run venv bench labextension chromium
+.PHONY: test run first-job venv bench labextension chromium
 
 test: venv labextension chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-run: venv
+# JupyterLab with the side panel, the server extension and the embedded
+# Trainer (started on first use), on the quickstart notebook. The extensions
+# are found through JUPYTER_PATH / JUPYTER_CONFIG_PATH, as an installed wheel
+# would place them, without writing into the venv.
+LAB_SHARE := $(VENV)/dlaas-share
+run: venv labextension
+	mkdir -p $(LAB_SHARE)/labextensions
+	ln -sfn $(abspath dlaas_jupyter/labextension) $(LAB_SHARE)/labextensions/dlaas-jupyter-labextension
+	JUPYTER_PATH="$(abspath $(LAB_SHARE))" JUPYTER_CONFIG_PATH="$(abspath jupyter-config)" \
+	  PATH="$(abspath $(VENV))/bin:$$PATH" jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/quickstart.ipynb
+
+# A first job end to end from the command line, no browser needed.
+first-job: venv
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/first-job.sh
 
 venv: $(INSTALLED)
