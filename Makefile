@@ -14,7 +14,7 @@ LABEXT := labextension
 LABEXT_OUT := dlaas_jupyter/labextension/package.json
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: test run first-job venv bench labextension chromium
+.PHONY: test run first-job venv bench labextension chromium wheel
 
 test: venv labextension chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -52,6 +52,13 @@ $(LABEXT)/node_modules/.package-lock.json: $(LABEXT)/package.json $(LABEXT)/pack
 
 $(LABEXT_OUT): $(LABEXT)/node_modules/.package-lock.json $(wildcard $(LABEXT)/src/*) $(wildcard $(LABEXT)/style/*) $(LABEXT)/schema/plugin.json $(LABEXT)/tsconfig.json | venv
 	cd $(LABEXT) && PATH="$(abspath $(VENV))/bin:$$PATH" npm run build
+
+# The wheel, with the prebuilt lab extension inside so installing it needs no
+# Node. Build it through this target: hatch silently leaves out a missing
+# dlaas_jupyter/labextension, so a bare `pip wheel` before `make labextension`
+# would ship a wheel without the side panel.
+wheel: venv labextension
+	$(PIP) wheel --no-deps -w dist .
 
 # Debian's Chromium for the browser tests (tests/browser). Only root can
 # install it; anyone else is told how, and the browser tests fail saying so.
