@@ -59,8 +59,10 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def prefix(wheel: Path) -> Path:
     root = wheel.parent / "prefix"
+    # --ignore-installed: without it pip first uninstalls the editable copy
+    # from the test environment itself, even though --prefix points elsewhere.
     _run([sys.executable, "-m", "pip", "--disable-pip-version-check", "install", "--no-deps",
-          "-q", "--prefix", str(root), str(wheel)])
+          "--ignore-installed", "-q", "--prefix", str(root), str(wheel)])
     return root
 
 

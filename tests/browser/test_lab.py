@@ -119,9 +119,14 @@ def test_in_cell_monitor_draws_bqplot_curves(page, lab):
         "    print(f'Iteration {i}, loss = {1 / i:.4f}', flush=True)\n",
     )
     page.goto(lab.page_url("lab/tree/monitor.ipynb"))
+    # A first kernel start on a fresh machine can take a while: run the cells
+    # only once the kernel is idle, and check they were taken.
+    expect(page.locator('.jp-NotebookPanel:visible [data-status="idle"]')).to_have_count(1, timeout=LIVE)
     page.locator(".jp-NotebookPanel:visible .jp-Notebook-cell .jp-InputArea-editor").first.click()
     page.keyboard.press("Shift+Enter")
     page.keyboard.press("Shift+Enter")
+    prompt = page.locator(".jp-NotebookPanel:visible .jp-Notebook-cell .jp-InputPrompt").first
+    expect(prompt).to_have_text(re.compile(r"\[(\*|\d+)\]"), timeout=LIVE)
     line = page.locator(".jp-OutputArea .bqplot path.line")
     # At least one drawn segment: an empty Lines mark has no "L" in its path.
     expect(line.first).to_have_attribute("d", re.compile(r"M[^ML]*L"), timeout=LIVE)
