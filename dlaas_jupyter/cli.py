@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,6 +26,14 @@ from dlaas_jupyter.client.errors import (
     JobNotFound,
     PermissionDenied,
     TrainerUnavailable,
+)
+from dlaas_jupyter.formatting import (
+    describe_error,
+    framework_label,
+    local_time,
+    millis,
+    print_table,
+    status_name,
 )
 from dlaas_jupyter.packaging.archive import ArchiveError, read_zip_or_folder
 from dlaas_jupyter.packaging.manifest import ManifestError, load_manifest, manifest_to_request
@@ -124,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
     except tuple(kind for kind, _ in _ERROR_CODES) as exc:
         if isinstance(exc, BrokenPipeError):
             raise
-        return _fail(_describe(exc), exit_code_for(exc))
+        return _fail(describe_error(exc), exit_code_for(exc))
 
 
 def _config(args: argparse.Namespace) -> TrainerConfig:
@@ -135,12 +142,6 @@ def _config(args: argparse.Namespace) -> TrainerConfig:
     if args.user is not None:
         environ[USER_ENV] = args.user
     return TrainerConfig.resolve(environ=environ)
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.filename is not None and error.strerror:
-        return f"{error.filename}: {error.strerror}"
-    return str(error)
 
 
 def _fail(message: str, code: int) -> int:
@@ -176,18 +177,18 @@ def _train(args: argparse.Namespace, config: TrainerConfig) -> int:
 def _list(args: argparse.Namespace, config: TrainerConfig) -> int:
     with TrainerClient(config) as client:
         jobs = client.list()
-    jobs.sort(key=lambda job: (_millis(job.status.submission_timestamp) or 0, job.training_id))
+    jobs.sort(key=lambda job: (millis(job.status.submission_timestamp) or 0, job.training_id))
     rows = [
         (
             job.training_id,
             job.model_definition.name,
-            _framework(job.model_definition.framework),
-            _status_name(job.status.status),
-            _local_time(job.status.submission_timestamp),
+            framework_label(job.model_definition.framework),
+            status_name(job.status.status),
+            local_time(job.status.submission_timestamp),
         )
         for job in jobs
     ]
-    _print_table(("ID", "NAME", "FRAMEWORK", "STATUS", "SUBMITTED"), rows)
+    print_table(("ID", "NAME", "FRAMEWORK", "STATUS", "SUBMITTED"), rows)
     return EXIT_OK
 
 
@@ -205,7 +206,7 @@ def _show(args: argparse.Namespace, config: TrainerConfig) -> int:
 def _halt(args: argparse.Namespace, config: TrainerConfig) -> int:
     with TrainerClient(config) as client:
         response = client.halt(args.training_id)
-    print(f"{args.training_id}: {_status_name(response.status)}")
+    print(f"{args.training_id}: {status_name(response.status)}")
     return EXIT_OK
 
 
@@ -255,7 +256,7 @@ def _versions(args: argparse.Namespace, config: TrainerConfig) -> int:
         (name, ", ".join(detail.version for detail in details))
         for name, details in sorted(frameworks.items())
     ]
-    _print_table(("FRAMEWORK", "VERSIONS"), rows)
+    print_table(("FRAMEWORK", "VERSIONS"), rows)
     return EXIT_OK
 
 
@@ -299,7 +300,7 @@ def _check_outcome(client: TrainerClient, training_id: str) -> None:
     if status.status in _TERMINAL_FAILURES:
         code = "" if status.error_code in _NO_ERROR_CODES else status.error_code
         detail = "; ".join(part for part in (code, status.status_message) if part)
-        name = _status_name(status.status)
+        name = status_name(status.status)
         raise _JobDidNotComplete(
             f"training job {training_id} ended {name}" + (f" ({detail})" if detail else "")
         )
@@ -325,44 +326,9 @@ def _metrics_line(record: pb.EMetrics, *, as_json: bool) -> str:
 # --- formatting -------------------------------------------------------------
 
 
-def _millis(text: str) -> int | None:
-    try:
-        return int(text)
-    except ValueError:
-        return None
-
-
-def _local_time(millis: str) -> str:
-    """A decimal-milliseconds timestamp as local ISO time; '' when unset."""
-    value = _millis(millis)
-    if not value:
-        return ""
-    try:
-        return datetime.fromtimestamp(value / 1000).astimezone().isoformat(timespec="seconds")
-    except (OverflowError, OSError, ValueError):  # beyond what the platform can represent
-        return millis
-
-
-def _status_name(status: pb.Status.ValueType) -> str:
-    """The status name; the number for a status this protocol version does not know."""
-    return pb.Status.Name(status) if status in pb.Status.values() else str(status)
-
-
-def _framework(framework: pb.Framework) -> str:
-    return ":".join(part for part in (framework.name, framework.version) if part)
-
-
 def _size(amount: float, unit: pb.SizeUnit.ValueType) -> str:
     name = pb.SizeUnit.Name(unit) if unit in pb.SizeUnit.values() else f"unit {unit}"
     return f"{amount:g} {name}"
-
-
-def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
 
 
 def _print_job(job: pb.Job) -> None:
@@ -387,18 +353,18 @@ def _print_job(job: pb.Job) -> None:
         ("ID", job.training_id),
         ("Name", job.model_definition.name),
         ("Description", job.model_definition.description),
-        ("Framework", _framework(job.model_definition.framework)),
+        ("Framework", framework_label(job.model_definition.framework)),
         ("Command", job.training.command),
         ("Resources", ", ".join(part for part in resource_parts if part)),
         ("Datastores", "; ".join(datastores)),
-        ("Status", _status_name(status.status)),
+        ("Status", status_name(status.status)),
         ("Message", status.status_message),
         ("Error code", "" if status.error_code in _NO_ERROR_CODES else status.error_code),
-        ("Submitted", _local_time(status.submission_timestamp)),
-        ("Downloading", _local_time(status.download_start_timestamp)),
-        ("Processing", _local_time(status.process_start_timestamp)),
-        ("Storing", _local_time(status.store_start_timestamp)),
-        ("Completed", _local_time(status.completion_timestamp)),
+        ("Submitted", local_time(status.submission_timestamp)),
+        ("Downloading", local_time(status.download_start_timestamp)),
+        ("Processing", local_time(status.process_start_timestamp)),
+        ("Storing", local_time(status.store_start_timestamp)),
+        ("Completed", local_time(status.completion_timestamp)),
     ]
     width = max(len(label) for label, _ in fields) + 1
     for label, value in fields:

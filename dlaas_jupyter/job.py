@@ -16,9 +16,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dlaas_jupyter.cli import _framework, _local_time, _millis, _print_table, _status_name
 from dlaas_jupyter.client import TERMINAL, AsyncTrainerClient, DlaasError, TrainerClient
 from dlaas_jupyter.client.follow import Cursor
+from dlaas_jupyter.formatting import (
+    framework_label,
+    local_time,
+    metric_value,
+    millis,
+    print_table,
+    status_name,
+)
 from dlaas_jupyter.proto import trainer_pb2 as pb
 
 if TYPE_CHECKING:
@@ -47,21 +54,6 @@ def widgets_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def metric_value(value: pb.Any) -> Any:
-    """A metric value as the Python value its type names; text a Trainer tagged
-    wrongly (FfDL does, now and then) stays text rather than failing the read."""
-    try:
-        if value.type == pb.Any.INT:
-            return int(value.value)
-        if value.type == pb.Any.FLOAT:
-            return float(value.value)
-        if value.type == pb.Any.JSONSTRING:
-            return json.loads(value.value)
-    except ValueError:  # json.JSONDecodeError is a ValueError
-        return value.value
-    return value.value
 
 
 def _record_dict(record: pb.EMetrics) -> dict[str, Any]:
@@ -125,7 +117,7 @@ class Job:
     @property
     def status(self) -> str:
         """The status name, asked of the Trainer now, e.g. "PROCESSING" or "COMPLETED"."""
-        return _status_name(pb.Status.ValueType(self.client.status(self.id)))
+        return status_name(pb.Status.ValueType(self.client.status(self.id)))
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until the job is COMPLETED, FAILED or HALTED; returns that status name.
@@ -137,12 +129,12 @@ class Job:
         while True:
             status = pb.Status.ValueType(self.client.status(self.id))
             if status in TERMINAL:
-                return _status_name(status)
+                return status_name(status)
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(
-                        f"training job {self.id} is still {_status_name(status)} "
+                        f"training job {self.id} is still {status_name(status)} "
                         f"after {timeout:g} s"
                     )
                 delay = min(delay, left)
@@ -153,7 +145,7 @@ class Job:
 
     def halt(self) -> str:
         """Stop the job, keeping what it wrote; returns the status it ends in."""
-        return _status_name(self.client.halt(self.id).status)
+        return status_name(self.client.halt(self.id).status)
 
     def delete(self) -> None:
         """Delete the job with its logs, metrics and results."""
@@ -252,7 +244,7 @@ class Job:
         """One line: id, name, status (and why, when it did not complete)."""
         job = self.info()
         status = job.status
-        text = f"{self.id}  {job.model_definition.name}  {_status_name(status.status)}"
+        text = f"{self.id}  {job.model_definition.name}  {status_name(status.status)}"
         if status.status in (pb.FAILED, pb.HALTED) and status.status_message:
             text += f" ({status.status_message})"
         return text
@@ -272,7 +264,7 @@ class Job:
             return f"Job({self.id!r}, status unknown: {exc})"
         return (
             f"Job({self.id!r}, name={job.model_definition.name!r}, "
-            f"status={_status_name(job.status.status)!r})"
+            f"status={status_name(job.status.status)!r})"
         )
 
 
@@ -286,7 +278,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """The `dlaas` command's column layout, as a string."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        _print_table(header, rows)
+        print_table(header, rows)
     return out.getvalue()
 
 
@@ -297,15 +289,15 @@ class JobTable:
 
     def __init__(self, jobs: Sequence[pb.Job]) -> None:
         ordered = sorted(
-            jobs, key=lambda job: (_millis(job.status.submission_timestamp) or 0, job.training_id)
+            jobs, key=lambda job: (millis(job.status.submission_timestamp) or 0, job.training_id)
         )
         self.rows: list[tuple[str, ...]] = [
             (
                 job.training_id,
                 job.model_definition.name,
-                _framework(job.model_definition.framework),
-                _status_name(job.status.status),
-                _local_time(job.status.submission_timestamp),
+                framework_label(job.model_definition.framework),
+                status_name(job.status.status),
+                local_time(job.status.submission_timestamp),
             )
             for job in ordered
         ]

@@ -22,7 +22,6 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from dlaas_jupyter.cli import _describe, _print_table
 from dlaas_jupyter.client import DlaasError, TrainerClient, TrainerConfig
 from dlaas_jupyter.client.config import (
     CA_ENV,
@@ -32,6 +31,7 @@ from dlaas_jupyter.client.config import (
     USER_ENV,
     validate_url,
 )
+from dlaas_jupyter.formatting import describe_error, print_table
 from dlaas_jupyter.job import Job, JobTable, widgets_available
 from dlaas_jupyter.packaging.locate import NotebookNotFound, current_notebook
 from dlaas_jupyter.packaging.notebook import package_notebook, stale_cells, to_zip
@@ -64,7 +64,7 @@ def _reports_errors(method: F) -> F:
         try:
             return method(*args, **kwargs)
         except USER_ERRORS as exc:
-            error(" ".join(_describe(exc).split()))  # one line, whatever the message holds
+            error(" ".join(describe_error(exc).split()))  # one line, whatever the message holds
             return None
 
     return wrapper  # type: ignore[return-value]
@@ -368,7 +368,7 @@ class DlaasMagics(Magics):
             (name, ", ".join(detail.version for detail in details))
             for name, details in sorted(frameworks.items())
         ]
-        _print_table(("FRAMEWORK", "VERSIONS"), rows)
+        print_table(("FRAMEWORK", "VERSIONS"), rows)
 
     # -- configuration --------------------------------------------------------
 
@@ -439,4 +439,4 @@ class DlaasMagics(Magics):
             rows.append(("TLS CA", config.ca_file, origin(CA_ENV)))
         if config.server_name:
             rows.append(("TLS name", config.server_name, origin(SERVER_NAME_ENV)))
-        _print_table(("SETTING", "VALUE", "FROM"), rows)
+        print_table(("SETTING", "VALUE", "FROM"), rows)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from dlaas_jupyter.client import TERMINAL
-from dlaas_jupyter.job import metric_value
+from dlaas_jupyter.formatting import metric_value
 from dlaas_jupyter.proto import trainer_pb2 as pb
 
 __all__ = ["emetrics_json", "job_json", "jobs_json", "log_json", "status_name", "versions_json"]
@@ -51,7 +51,7 @@ def job_json(job: pb.Job) -> dict[str, Any]:
         "terminal": status.status in TERMINAL,
         "status_message": status.status_message,
         "error_code": status.error_code,
-        "timestamps": {name: _millis(getattr(status, f"{name}_timestamp")) for name in TIMESTAMPS},
+        "timestamps": {name: millis(getattr(status, f"{name}_timestamp")) for name in TIMESTAMPS},
     }
 
 
@@ -90,7 +90,7 @@ def versions_json(versions: dict[str, list[pb.FrameworkDetails]]) -> dict[str, A
     }
 
 
-def _millis(text: str) -> int | None:
+def millis(text: str) -> int | None:
     return int(text) if text.isascii() and text.isdigit() else None
 
 
