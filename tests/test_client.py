@@ -900,6 +900,44 @@ def test_real_trainer_several_learners_followed_by_time(real_client: TrainerClie
     assert real_client.status(training_id) == pb.COMPLETED
 
 
+GATED_COUNT = """\
+import os, sys, time
+for i in range(1, 501):
+    print(f"before {i}", flush=True)
+while not os.path.exists(os.path.join(os.environ["DATA_DIR"], "go")):
+    time.sleep(0.02)
+for i in range(1, 4):
+    print(f"after {i}", flush=True)
+"""
+
+
+@pytest.mark.parametrize("learners", [1, 2])
+def test_real_trainer_follow_with_a_tail_skips_older_lines_only(
+    real_client: TrainerClient, learners: int
+) -> None:
+    request = job_request(
+        "python main.py", {"main.py": GATED_COUNT}, cpus=SMALL_CPUS, learners=learners
+    )
+    training_id = real_client.create(request)
+    deadline = time.monotonic() + 60
+    while len(real_client.logs(training_id, pos=-1, pagesize=1000)) < 500 * learners:
+        assert time.monotonic() < deadline, "the job did not print its first lines"
+        time.sleep(0.05)
+    follow = real_client.follow_logs(training_id, poll_interval=0.1, tail=10)
+    head = [next(follow) for _ in range(10)]
+    (Path.cwd() / "go").touch()  # the job's DATA_DIR: the datastore is the cwd
+    rest = [(r.meta.subid, r.line) for r in follow]
+    assert real_client.status(training_id) == pb.COMPLETED
+    if learners == 1:
+        assert [r.line for r in head] == [f"before {i}" for i in range(491, 501)]
+    else:  # the last 10 lines by time: each learner's share is the end of its lines
+        for subid in ("learner-1", "learner-2"):
+            numbers = [int(r.line.split()[1]) for r in head if r.meta.subid == subid]
+            assert numbers == list(range(501 - len(numbers), 501)), (subid, numbers)
+    learner_ids = [f"learner-{n}" for n in range(1, learners + 1)]
+    assert sorted(rest) == sorted((s, f"after {i}") for s in learner_ids for i in (1, 2, 3))
+
+
 def test_real_trainer_halt_and_downloads(real_client: TrainerClient, tmp_path: Path) -> None:
     gated = 'echo started; while [ ! -e "$DATA_DIR/go" ]; do sleep 0.05; done'
     request = job_request(gated, {"main.py": "print('hi')\n"}, cpus=SMALL_CPUS)

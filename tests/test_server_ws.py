@@ -25,7 +25,13 @@ from tornado.httpclient import HTTPClientError
 from tornado.websocket import WebSocketClientConnection
 
 from dlaas_jupyter.client import AsyncTrainerClient, TrainerConfig
-from dlaas_jupyter.server_ext.websockets import BATCH, MIN_INTERVAL, Outbox
+from dlaas_jupyter.server_ext.websockets import (
+    BATCH,
+    LIST_COST_FACTOR,
+    MIN_INTERVAL,
+    JobListWatcher,
+    Outbox,
+)
 
 __all__ = ["api", "jp_asyncio_loop", "jp_server_config", "trainer_url"]  # fixtures used by name
 
@@ -136,6 +142,27 @@ async def test_a_finished_jobs_events_replay_it_and_end(api: Api, aclient, jp_ws
     assert [m["type"] for m in messages].count("status") == 1 and messages[-1] == {"type": "end"}
 
 
+async def test_a_finished_jobs_events_with_a_tail_send_only_its_last_lines(
+    api: Api, aclient, jp_ws_fetch
+) -> None:
+    training_id = await aclient.create(
+        job_request("for i in $(seq 1 1000); do echo line $i; done", cpus=SMALL_CPUS)
+    )
+    await api.wait(training_id)
+    ws = await jp_ws_fetch(
+        "dlaas", "api", "jobs", training_id, "events", params={"tail": "5"}
+    )
+    messages, _ = await until_end(ws)
+    lines = [line["line"] for m in messages if m["type"] == "log" for line in m["lines"]]
+    assert lines == [f"line {i}" for i in range(996, 1001)]
+    for tail in ("-1", "many"):
+        with pytest.raises(HTTPClientError) as refused:
+            await jp_ws_fetch(
+                "dlaas", "api", "jobs", training_id, "events", params={"tail": tail}
+            )
+        assert refused.value.code == 400, tail
+
+
 async def test_job_events_are_refused_before_the_handshake(
     jp_ws_fetch, aclient, trainer, user: str
 ) -> None:
@@ -225,3 +252,28 @@ async def test_the_outbox_batches_in_order_takes_kinds_in_turn_and_holds_produce
     assert all(len(m.get("lines", ())) <= 100 for m in messages)
     assert {"type": "metrics", "records": [{"m": 1}]} in messages
     assert {"type": "status", "job": {"status": "COMPLETED"}} in messages
+
+
+async def test_the_job_list_is_polled_less_often_when_listing_is_slow() -> None:
+    class SlowList:
+        """Stands in for a Trainer whose GetAllTrainingsJobs takes ``took`` seconds."""
+
+        def __init__(self, took: float) -> None:
+            self.took, self.calls = took, 0
+
+        async def list(self) -> list:
+            self.calls += 1
+            await asyncio.sleep(self.took)
+            return []
+
+    counts = {}
+    for took in (0.0, 0.1):
+        trainer = SlowList(took)
+        watcher = JobListWatcher(trainer, interval=0.05)  # type: ignore[arg-type]
+        watcher.subscribe()
+        await asyncio.sleep(1.5)
+        await watcher.stop()
+        counts[took] = trainer.calls
+    # Fast: every 0.05 s. Slow: each 0.1 s look is followed by a 0.4 s rest.
+    assert counts[0.0] >= 10
+    assert counts[0.1] <= 1.5 / ((1 + LIST_COST_FACTOR) * 0.1) + 1

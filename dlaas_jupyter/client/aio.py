@@ -151,10 +151,11 @@ class AsyncTrainerClient:
         return [r async for r in stream]
 
     def follow_logs(
-        self, training_id: str, *, poll_interval: float = 1.0
+        self, training_id: str, *, poll_interval: float = 1.0, tail: int = 0
     ) -> AsyncIterator[pb.LogLine]:
-        """Every log line of the job, live, ending once it has finished."""
-        return self._follow("GetTrainingLogs", training_id, poll_interval)
+        """Every log line of the job, live, ending once it has finished; with
+        ``tail``, of the lines already logged only the last ``tail``."""
+        return self._follow("GetTrainingLogs", training_id, poll_interval, tail)
 
     def follow_emetrics(
         self, training_id: str, *, poll_interval: float = 1.0
@@ -163,7 +164,7 @@ class AsyncTrainerClient:
         return self._follow("GetTrainingEMetrics", training_id, poll_interval)
 
     async def _follow(
-        self, name: str, training_id: str, poll_interval: float
+        self, name: str, training_id: str, poll_interval: float, tail: int = 0
     ) -> AsyncIterator[Any]:
         cursor = live.Cursor.for_job(await self.get(training_id), self.user)
 
@@ -173,7 +174,7 @@ class AsyncTrainerClient:
             return self._stream(name, query, training_id, follow=follow, timeout=timeout)
 
         records = live.afollow(
-            live.plan(cursor, poll_interval=poll_interval),
+            live.plan(cursor, poll_interval=poll_interval, tail=tail),
             cursor,
             fetch=fetch,
             status=lambda: self.status(training_id),
@@ -185,12 +186,16 @@ class AsyncTrainerClient:
     async def download_definition(self, training_id: str, dest: str | Path) -> Path:
         """Save the submitted model-definition zip to ``dest`` (a file, or a
         folder to hold ``<id>-definition.zip``)."""
-        return await self._download(self.definition_chunks(training_id), training_id, dest, "definition")
+        return await self._download(
+            self.definition_chunks(training_id), training_id, dest, "definition"
+        )
 
     async def download_trained_model(self, training_id: str, dest: str | Path) -> Path:
         """Save the zip of the job's results to ``dest`` (a file, or a folder
         to hold ``<id>-trainedmodel.zip``)."""
-        return await self._download(self.trained_model_chunks(training_id), training_id, dest, "trainedmodel")
+        return await self._download(
+            self.trained_model_chunks(training_id), training_id, dest, "trainedmodel"
+        )
 
     async def definition_chunks(self, training_id: str) -> AsyncGenerator[bytes, None]:
         """The submitted model-definition zip, chunk by chunk as the Trainer

@@ -66,6 +66,10 @@ class Cursor:
             return page_query(self.training_id, self.user, pagesize=pagesize, since=since)
         return page_query(self.training_id, self.user, pagesize=pagesize, pos=self._next_rindex)
 
+    def tail_query(self, count: int) -> pb.Query:
+        """The last ``count`` records stored so far (FfDL's negative pos)."""
+        return page_query(self.training_id, self.user, pagesize=count, pos=-1)
+
     def accept(self, record: pb.LogLine | pb.EMetrics) -> bool:
         """Advance past ``record``; False if it was already delivered."""
         meta = record.meta
@@ -145,9 +149,16 @@ def plan(
     poll_interval: float = 1.0,
     page_size: int = PAGE_SIZE,
     retry: Retry = Retry(),
+    tail: int = 0,
 ) -> Generator[Step, Outcome, None]:
-    """The follow loop as steps; drivers run each step and send its outcome."""
+    """The follow loop as steps; drivers run each step and send its outcome.
+    With ``tail``, records stored before the follow starts are skipped but
+    for the last ``tail`` of them (a long finished log is not replayed)."""
+    if tail < 0:
+        raise ValueError(f"tail must not be negative, got {tail}")
     attempts = _Attempts(retry, cursor)
+    if tail:
+        yield from _attempt(lambda: Fetch(cursor.tail_query(tail), False), attempts)
 
     def fetch(follow: bool) -> Generator[Step, Outcome, tuple[int, int]]:
         """Returns (records received, new records accepted)."""

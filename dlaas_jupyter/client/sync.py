@@ -125,9 +125,12 @@ class TrainerClient:
             self._stream(self._stub.GetTrainingEMetrics, query, training_id, timeout=self.timeout)
         )
 
-    def follow_logs(self, training_id: str, *, poll_interval: float = 1.0) -> Iterator[pb.LogLine]:
-        """Every log line of the job, live, ending once it has finished."""
-        return self._follow(self._stub.GetTrainingLogs, training_id, poll_interval)
+    def follow_logs(
+        self, training_id: str, *, poll_interval: float = 1.0, tail: int = 0
+    ) -> Iterator[pb.LogLine]:
+        """Every log line of the job, live, ending once it has finished; with
+        ``tail``, of the lines already logged only the last ``tail``."""
+        return self._follow(self._stub.GetTrainingLogs, training_id, poll_interval, tail)
 
     def follow_emetrics(
         self, training_id: str, *, poll_interval: float = 1.0
@@ -136,7 +139,11 @@ class TrainerClient:
         return self._follow(self._stub.GetTrainingEMetrics, training_id, poll_interval)
 
     def _follow(
-        self, method: Callable[..., Iterator[live.Record]], training_id: str, poll_interval: float
+        self,
+        method: Callable[..., Iterator[live.Record]],
+        training_id: str,
+        poll_interval: float,
+        tail: int = 0,
     ) -> Iterator[live.Record]:
         cursor = live.Cursor.for_job(self.get(training_id), self.user)
 
@@ -146,7 +153,7 @@ class TrainerClient:
             return self._stream(method, query, training_id, follow=follow, timeout=timeout)
 
         yield from live.follow(
-            live.plan(cursor, poll_interval=poll_interval),
+            live.plan(cursor, poll_interval=poll_interval, tail=tail),
             cursor,
             fetch=fetch,
             status=lambda: self.status(training_id),

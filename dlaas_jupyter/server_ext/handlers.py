@@ -290,25 +290,26 @@ class DefinitionDownloadHandler(_DownloadHandler):
 # -- arguments -------------------------------------------------------------------
 
 
+def integer_argument(handler: web.RequestHandler, name: str, minimum: int | None = None) -> int:
+    """A whole-number query parameter (0 when absent), checked."""
+    text = handler.get_query_argument(name, "0").strip() or "0"
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"query parameter {name}={text!r} is not a whole number") from None
+    if minimum is not None and value < minimum:
+        raise ValueError(f"query parameter {name}={value} must be at least {minimum}")
+    return value
+
+
 def page_arguments(handler: web.RequestHandler) -> dict[str, Any]:
     """pos, pagesize, since and subid from the query string, checked."""
-
-    def integer(name: str, minimum: int | None = None) -> int:
-        text = handler.get_query_argument(name, "0").strip() or "0"
-        try:
-            value = int(text)
-        except ValueError:
-            raise ValueError(f"query parameter {name}={text!r} is not a whole number") from None
-        if minimum is not None and value < minimum:
-            raise ValueError(f"query parameter {name}={value} must be at least {minimum}")
-        return value
-
     since = handler.get_query_argument("since", "").strip()
     if since and not (since.isascii() and since.isdigit()):
         raise ValueError(f"query parameter since={since!r} must be milliseconds since the epoch")
     return {
-        "pos": integer("pos"),
-        "pagesize": integer("pagesize", minimum=0),
+        "pos": integer_argument(handler, "pos"),
+        "pagesize": integer_argument(handler, "pagesize", minimum=0),
         "since": since,
         "subid": handler.get_query_argument("subid", "").strip(),
     }

@@ -2,7 +2,9 @@
 
 ``jobs/{id}/events`` sends ``{"type": "status", "job": ...}`` when the job
 changes, ``{"type": "log", "lines": [...]}`` and ``{"type": "metrics",
-"records": [...]}`` batches as records arrive, then ``{"type": "end"}`` once the
+"records": [...]}`` batches as records arrive (``?tail=N``: of the lines logged
+before the socket opened only the last N, so reopening a long finished job's
+view does not replay its whole log), then ``{"type": "end"}`` once the
 job has finished and everything was sent; ``{"type": "error", "message": ...}``
 instead when the stream cannot go on. ``jobs/events`` sends ``{"type":
 "jobs", "jobs": [...]}`` (newest first) on connect and whenever the list
@@ -30,12 +32,15 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web, websocket
 
 from dlaas_jupyter.client import AsyncTrainerClient, DlaasError, TrainerUnavailable
-from dlaas_jupyter.server_ext.handlers import API, JOB, DlaasMixin
+from dlaas_jupyter.server_ext.handlers import API, JOB, DlaasMixin, integer_argument
 from dlaas_jupyter.server_ext.serialize import emetrics_json, job_json, jobs_json, log_json
 
 MIN_INTERVAL = 0.1  # seconds between two messages of one socket: at most 10 a second
 BATCH = 2000  # log lines or metric records per message at most
-DEFAULT_POLL_INTERVAL = 0.5  # seconds between two looks at a job's status or the job list
+DEFAULT_POLL_INTERVAL = 0.25  # seconds between two looks at a job's status or the job list
+# The job list is looked at no more often than this many times the last look
+# took, so a user with thousands of jobs does not keep the Trainer busy listing.
+LIST_COST_FACTOR = 4.0
 
 Message = dict[str, Any]
 
@@ -120,11 +125,14 @@ class Subscription:
 
 class JobListWatcher:
     """Polls the user's job list for all open job-list sockets at once, only while
-    there are some, and publishes it only when it changed."""
+    there are some, and publishes it only when it changed.
 
-    def __init__(
-        self, client: AsyncTrainerClient, interval: float = DEFAULT_POLL_INTERVAL
-    ) -> None:
+    FfDL has no call that pushes list changes, so this polls every ``interval``,
+    or :data:`LIST_COST_FACTOR` times as long as the last poll took if that is
+    longer (listing 10,000 jobs takes about 0.1 s).
+    """
+
+    def __init__(self, client: AsyncTrainerClient, interval: float = DEFAULT_POLL_INTERVAL) -> None:
         self.client = client
         self.interval = interval
         self._subscriptions: set[Subscription] = set()
@@ -153,7 +161,9 @@ class JobListWatcher:
                 await task
 
     async def _poll(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
                 message: Message = {"type": "jobs", "jobs": jobs_json(await self.client.list())}
             except DlaasError as err:
@@ -162,7 +172,8 @@ class JobListWatcher:
                 self._last = message
                 for subscription in self._subscriptions:
                     subscription.put(message)
-            await asyncio.sleep(self.interval)
+            took = loop.time() - started
+            await asyncio.sleep(max(self.interval, LIST_COST_FACTOR * took))
 
 
 class _EventSocket(
@@ -221,12 +232,20 @@ class _EventSocket(
 class JobEventsSocket(_EventSocket):
     """One job's status changes, log lines and metric records, until it has finished."""
 
+    _tail = 0
+
     async def check(self, client: AsyncTrainerClient, **kwargs: str) -> None:
+        try:
+            self._tail = integer_argument(self, "tail", minimum=0)
+        except ValueError as err:
+            raise web.HTTPError(400, str(err)) from None
         await client.get(kwargs["training_id"])  # 404, 403... before the handshake
 
     async def messages(self, **kwargs: str) -> AsyncGenerator[Message, None]:  # type: ignore[override]
         outbox = Outbox()
-        producers = asyncio.ensure_future(self._produce(kwargs["training_id"], outbox))
+        producers = asyncio.ensure_future(
+            self._produce(kwargs["training_id"], outbox, tail=self._tail)
+        )
         try:
             while (message := await outbox.next()) is not None:
                 yield message
@@ -237,14 +256,16 @@ class JobEventsSocket(_EventSocket):
             with contextlib.suppress(asyncio.CancelledError, DlaasError):
                 await producers
 
-    async def _produce(self, training_id: str, outbox: Outbox) -> None:
+    async def _produce(self, training_id: str, outbox: Outbox, tail: int) -> None:
         client = self.trainer
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._watch_status(client, training_id, outbox))
                 group.create_task(
                     _pump(
-                        client.follow_logs(training_id, poll_interval=self.poll_interval),
+                        client.follow_logs(
+                            training_id, poll_interval=self.poll_interval, tail=tail
+                        ),
                         lambda line: outbox.add("log", log_json(line)),
                     )
                 )

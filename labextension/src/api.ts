@@ -151,12 +151,14 @@ function apiUrl(path: string): string {
 }
 
 /** Open a WebSocket on an API path, authenticated the way JupyterLab's own sockets are. */
-export function openSocket(path: string): WebSocket {
-  let url = URLExt.join(settings.wsUrl, API_PATH, path);
+export function openSocket(path: string, query: Record<string, string> = {}): WebSocket {
+  const params = new URLSearchParams(query);
   if (settings.appendToken && settings.token) {
-    url += `?token=${encodeURIComponent(settings.token)}`;
+    params.set('token', settings.token);
   }
-  return new WebSocket(url);
+  const search = params.toString();
+  const url = URLExt.join(settings.wsUrl, API_PATH, path);
+  return new WebSocket(search ? `${url}?${search}` : url);
 }
 
 async function request<T>(path: string, init: RequestInit = {}): Promise<T> {

@@ -1,8 +1,9 @@
 /**
  * A job's view in the main area: its details, live metric charts and live log.
  *
- * Live through the `jobs/{id}/events` socket, which replays the job's log and
- * metrics from the start and then follows them until the job ends. While the
+ * Live through the `jobs/{id}/events` socket, which replays the end of the
+ * job's log (as many lines as the view keeps) and all its metrics, then
+ * follows them until the job ends. While the
  * socket is down a Poll reads the job, the last page of its log and then the
  * new lines, and its metrics, backing off on failures, and reopens the socket.
  */
@@ -128,10 +129,13 @@ export class JobView extends Panel {
     if (this._socket || this._ended || this.isDisposed) {
       return;
     }
-    const socket = (this._socket = api.openSocket(`jobs/${encodeURIComponent(this.jobId)}/events`));
+    // Of a long log only the lines the view keeps are replayed.
+    const socket = (this._socket = api.openSocket(`jobs/${encodeURIComponent(this.jobId)}/events`, {
+      tail: String(this._logs.maxLines)
+    }));
     socket.onopen = () => {
       this._live = true;
-      // The socket replays everything: drop what a poll may have shown.
+      // The socket replays the log's end and every metric: drop what a poll may have shown.
       this._pagers = null;
       this._logs.clear();
       this._charts.clear();
