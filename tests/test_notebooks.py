@@ -14,6 +14,10 @@ from kernel import WIDGET_VIEW
 from nbclient import NotebookClient
 from nbformat import NotebookNode
 
+from dlaas_jupyter.packaging.notebook import package_notebook, to_zip
+from dlaas_jupyter.packaging.options import TrainOptions, build_request
+from dlaas_jupyter.proto import trainer_pb2 as pb
+
 pytestmark = pytest.mark.slow
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -77,6 +81,28 @@ def test_quickstart(tmp_path: Path, trainer_env: dict[str, str], client) -> None
     # The model was downloaded beside the notebook.
     assert (folder / f"{mlp}-trainedmodel" / "model.joblib").is_file()
     assert "digits-mlp" in text_of(cell_with(notebook, "%dlaas_jobs"))
+
+
+def test_the_quickstart_trains_as_a_whole_notebook(
+    tmp_path: Path, client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What "Train this notebook" sends from the quickstart is a job that works:
+    its data cell and last cell, without the cells that look at jobs."""
+    monkeypatch.chdir(tmp_path)  # the job's default local datastore
+    packaged = package_notebook(NOTEBOOKS / "quickstart.ipynb")
+    for control in ("job.wait()", "job2.halt()", "job.download()", "%dlaas", "dlaas_train"):
+        assert control not in packaged.script, control
+    options = TrainOptions(
+        cpus=0.5, metric_regex=["Iteration %{INT:iteration}, loss = %{FLOAT:loss}"]
+    )
+    request = build_request(to_zip(packaged), options, default_name="quickstart")
+    training_id = client.create(request)
+    log = [line.line for line in client.follow_logs(training_id, poll_interval=0.2)]
+    assert client.status(training_id) == pb.COMPLETED, log[-20:]
+    assert any(line.startswith("small network, test accuracy: ") for line in log), log[-20:]
+    assert len(client.emetrics(training_id, pagesize=100)) == 15  # one record per iteration
+    with zipfile.ZipFile(client.download_trained_model(training_id, tmp_path)) as results:
+        assert any(name.endswith("small.joblib") for name in results.namelist())
 
 
 def test_ffdl_manifest(tmp_path: Path, trainer_env: dict[str, str], client) -> None:
