@@ -10,6 +10,7 @@ import {
   stopIcon
 } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
+import { useVirtualizer } from '@tanstack/react-virtual';
 import * as React from 'react';
 
 import * as actions from './actions';
@@ -26,6 +27,14 @@ import { jobsIcon } from './icons';
 import { JobsModel } from './jobs';
 
 export const PANEL_ID = 'dlaas-jobs';
+
+/**
+ * A row's height in px until it is measured: three lines, the last with the
+ * action buttons, with JupyterLab's default fonts (style/base.css).
+ */
+const ROW_HEIGHT = 72;
+/** Rows rendered beyond each edge of the visible ones, so a fast scroll shows no blank. */
+const OVERSCAN = 5;
 
 export interface IJobsPanelOptions {
   model: JobsModel;
@@ -93,22 +102,72 @@ function JobList({ model, open }: IJobsPanelOptions): JSX.Element {
           No training jobs yet. Open a notebook and use “Train this notebook”.
         </div>
       )}
-      <ul className="dlaas-job-list">
-        {model.jobs.map(job => (
-          <JobItem key={job.training_id} job={job} now={now} model={model} open={open} />
-        ))}
-      </ul>
+      <VirtualJobList jobs={model.jobs} now={now} model={model} open={open} />
     </div>
   );
 }
 
-function JobItem(props: {
+/**
+ * The jobs, windowed: only the rows in view (plus a few either side) are in
+ * the DOM, so a thousand jobs render and scroll as fast as ten. The list is
+ * its own scroll container, below the header, which stays put.
+ */
+function VirtualJobList(props: {
+  jobs: readonly Job[];
+  now: number;
+  model: JobsModel;
+  open: (job: Job) => void;
+}): JSX.Element {
+  const { jobs, now, model, open } = props;
+  const scroller = React.useRef<HTMLDivElement>(null);
+  // Stable while the jobs are, so scrolling does not recompute every row's offset.
+  const getItemKey = React.useCallback((index: number) => jobs[index].training_id, [jobs]);
+  const virtualizer = useVirtualizer({
+    count: jobs.length,
+    getScrollElement: () => scroller.current,
+    estimateSize: () => ROW_HEIGHT,
+    getItemKey,
+    overscan: OVERSCAN
+  });
+  return (
+    <div className="dlaas-job-list" role="list" aria-label="Training jobs" ref={scroller}>
+      <div
+        className="dlaas-job-list-sizer"
+        role="none"
+        style={{ height: virtualizer.getTotalSize() }}
+      >
+        {virtualizer.getVirtualItems().map(row => (
+          <JobItem
+            key={row.key}
+            index={row.index}
+            count={jobs.length}
+            start={row.start}
+            measure={virtualizer.measureElement}
+            job={jobs[row.index]}
+            now={now}
+            model={model}
+            open={open}
+          />
+        ))}
+      </div>
+    </div>
+  );
+}
+
+/** One job's row; memoised, so scrolling renders only the rows that come into view. */
+const JobItem = React.memo(function JobItem(props: {
+  index: number;
+  count: number;
+  /** The row's offset from the top of the list, in px. */
+  start: number;
+  /** Reports the row's rendered height to the virtualizer. */
+  measure: (element: HTMLElement | null) => void;
   job: Job;
   now: number;
   model: JobsModel;
   open: (job: Job) => void;
 }): JSX.Element {
-  const { job, now, model, open } = props;
+  const { index, count, start, measure, job, now, model, open } = props;
   const duration = formatDuration(job, now);
   const halt = async () => {
     const halted = await actions.halt(job);
@@ -122,7 +181,16 @@ function JobItem(props: {
     }
   };
   return (
-    <li className="dlaas-job" onDoubleClick={() => open(job)}>
+    <div
+      className="dlaas-job"
+      role="listitem"
+      aria-setsize={count}
+      aria-posinset={index + 1}
+      data-index={index}
+      ref={measure}
+      style={{ transform: `translateY(${start}px)` }}
+      onDoubleClick={() => open(job)}
+    >
       <div className="dlaas-job-line">
         <a className="dlaas-job-name" title={`Open ${job.name}`} onClick={() => open(job)}>
           {job.name}
@@ -158,9 +226,9 @@ function JobItem(props: {
           <IconButton icon={deleteIcon} title="Delete" onClick={remove} />
         </span>
       </div>
-    </li>
+    </div>
   );
-}
+});
 
 function IconButton(props: {
   icon: LabIcon;

@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from benchmarks.lab import running_lab
+from benchmarks.list_jobs import fill
 from dlaas_jupyter.proto import trainer_pb2 as pb
-from tests.conftest import job_request
+from dlaas_jupyter.trainer.store import Store
+from tests.conftest import job_request, start_trainer, stop_trainer
 
-from .conftest import Lab, write_notebook
+from .conftest import LAB_USER, Lab, write_notebook
 
 pytestmark = pytest.mark.slow
 SMALL_CPUS = 0.25
@@ -93,6 +96,37 @@ def test_download_model_from_the_panel(page, lab, lab_client):
     assert download.value.suggested_filename == f"{training_id}-trainedmodel.zip"
     content = Path(download.value.path()).read_bytes()
     assert zipfile.ZipFile(io.BytesIO(content)).testzip() is None
+
+
+def test_panel_with_many_jobs_keeps_few_rows_and_scrolls_to_the_oldest(page, tmp_path):
+    many = 300
+    # A Trainer of its own, its store filled before it starts (running 300 real
+    # jobs would take minutes): "experiment 0" is the oldest, listed last.
+    data_dir = tmp_path / "trainer"
+    data_dir.mkdir()
+    store = Store(data_dir / "trainer.db")
+    fill(store, many, LAB_USER)
+    store.close()
+    trainer = start_trainer(data_dir)
+    try:
+        with running_lab(trainer.url, trainer.token, LAB_USER, tmp_path / "lab") as lab:
+            try:
+                open_panel(page, lab)
+                expect(job_item(page, f"experiment {many - 1}")).to_be_visible()
+                rows = page.locator("#dlaas-jobs .dlaas-job")
+                assert 0 < rows.count() <= 40, f"{rows.count()} of {many} rows in the DOM"
+                expect(job_item(page, "experiment 0")).to_have_count(0)
+                page.locator("#dlaas-jobs .dlaas-job-list").evaluate("el => { el.scrollTop = el.scrollHeight; }")
+                oldest = job_item(page, "experiment 0")
+                expect(oldest).to_be_in_viewport()
+                expect(oldest.locator(".dlaas-job-line").first.locator("span")).to_have_text("HALTED")
+                expect(job_item(page, f"experiment {many - 1}")).to_have_count(0)
+                assert rows.count() <= 40, f"{rows.count()} of {many} rows in the DOM after scrolling"
+                expect(page.locator("#dlaas-jobs .dlaas-jobs-header")).to_be_in_viewport()
+            finally:
+                page.goto("about:blank")  # before this Lab stops, so the page's polls do not fail
+    finally:
+        stop_trainer(trainer)
 
 
 def test_train_this_notebook_submits_a_job(page, lab, lab_client):
