@@ -39,8 +39,10 @@ venv: $(INSTALLED)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+# SKIP_JUPYTER_BUILDER: the lab extension is built by its own target below
+# (npm ci from the committed lock), not by the wheel's build hook.
 $(INSTALLED): pyproject.toml | $(PY)
-	$(PIP) install --quiet --editable ".[test,dev]"
+	SKIP_JUPYTER_BUILDER=1 $(PIP) install --quiet --editable ".[test,dev]"
 	touch $@
 
 # The prebuilt JupyterLab extension (jupyter-builder comes from the venv's
@@ -54,9 +56,8 @@ $(LABEXT_OUT): $(LABEXT)/node_modules/.package-lock.json $(wildcard $(LABEXT)/sr
 	cd $(LABEXT) && PATH="$(abspath $(VENV))/bin:$$PATH" npm run build
 
 # The wheel, with the prebuilt lab extension inside so installing it needs no
-# Node. Build it through this target: hatch silently leaves out a missing
-# dlaas_jupyter/labextension, so a bare `pip wheel` before `make labextension`
-# would ship a wheel without the side panel.
+# Node. A bare `pip wheel .` works too: its build hook builds the extension
+# with npm when it is missing, and fails rather than leave it out.
 wheel: venv labextension
 	$(PIP) wheel --no-deps -w dist .
 
