@@ -142,7 +142,9 @@ def gated_job(client: TrainerClient, gate: Path, name: str, lines: int = 0) -> s
     return client.create(request)
 
 
-def wait_status(client: TrainerClient, training_id: str, status: int, timeout: float = 120) -> float:
+def wait_status(
+    client: TrainerClient, training_id: str, status: int, timeout: float = 120
+) -> float:
     """Poll every 10 ms until the job has ``status``; the wall time (ms) it was first seen."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -152,7 +154,9 @@ def wait_status(client: TrainerClient, training_id: str, status: int, timeout: f
     raise TimeoutError(f"{training_id} not {pb.Status.Name(status)} in {timeout} s")
 
 
-def status_to_chip(page: Page, client: TrainerClient, folder: Path) -> tuple[list[float], list[float]]:
+def status_to_chip(
+    page: Page, client: TrainerClient, folder: Path
+) -> tuple[list[float], list[float]]:
     from_stamp, from_poll = [], []
     for n in range(ROUNDS):
         name, gate = f"status-{n}", folder / f"gate-{n}"
@@ -161,7 +165,9 @@ def status_to_chip(page: Page, client: TrainerClient, folder: Path) -> tuple[lis
         chip(page, name).filter(has_text="PROCESSING").wait_for()
         page.evaluate(WATCH_CHIP, name)
         polled: list[float] = []
-        poller = threading.Thread(target=lambda: polled.append(wait_status(client, training_id, pb.COMPLETED)))
+        poller = threading.Thread(
+            target=lambda: polled.append(wait_status(client, training_id, pb.COMPLETED))
+        )
         poller.start()
         gate.touch()
         page.wait_for_function("() => window.__completedAt !== undefined")
@@ -191,9 +197,10 @@ def many_jobs(browser: Browser, folder: Path) -> tuple[float, int, dict]:
     store = Store(folder / "trainer.db")
     fill(store, MANY, USER)  # "experiment 0" is the oldest, listed last
     store.close()
-    with embedded_trainer(folder) as client, running_lab(
-        client.config.url, client.config.token, USER, folder / "lab"
-    ) as lab:
+    with (
+        embedded_trainer(folder) as client,
+        running_lab(client.config.url, client.config.token, USER, folder / "lab") as lab,
+    ):
         page = new_page(browser, lab)
         page.evaluate(WATCH_CLICK)
         page.locator('.jp-SideBar [data-id="dlaas-jobs"]').click()
@@ -205,7 +212,9 @@ def many_jobs(browser: Browser, folder: Path) -> tuple[float, int, dict]:
     if scrolled is None:
         raise RuntimeError(f"the panel's job list with {MANY:,} jobs does not scroll")
     if "experiment 0" not in scrolled["names"]:
-        raise RuntimeError(f"the oldest job is not shown at the bottom of the list: {scrolled['names']}")
+        raise RuntimeError(
+            f"the oldest job is not shown at the bottom of the list: {scrolled['names']}"
+        )
     return rendered, rows, scrolled
 
 
@@ -216,19 +225,30 @@ def main() -> None:
         folder = Path(tmp)
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         with embedded_trainer(folder / "trainer") as bench:
-            config = TrainerConfig.resolve(url=bench.config.url, token=bench.config.token, user=USER, environ={})
-            with TrainerClient(config) as client, running_lab(
-                config.url, config.token, USER, folder / "lab"
-            ) as lab:
+            config = TrainerConfig.resolve(
+                url=bench.config.url, token=bench.config.token, user=USER, environ={}
+            )
+            with (
+                TrainerClient(config) as client,
+                running_lab(config.url, config.token, USER, folder / "lab") as lab,
+            ):
                 page = new_page(browser, lab)
                 open_panel(page)
                 from_stamp, from_poll = status_to_chip(page, client, folder)
                 report(
                     f"status change -> panel chip COMPLETED ({ROUNDS} jobs)",
                     [
-                        ("median from completion_timestamp", f"{statistics.median(from_stamp):.0f} ms", "<= 500 ms"),
+                        (
+                            "median from completion_timestamp",
+                            f"{statistics.median(from_stamp):.0f} ms",
+                            "<= 500 ms",
+                        ),
                         ("max from completion_timestamp", f"{max(from_stamp):.0f} ms", "-"),
-                        ("median from first client poll", f"{statistics.median(from_poll):.0f} ms", "<= 500 ms"),
+                        (
+                            "median from first client poll",
+                            f"{statistics.median(from_poll):.0f} ms",
+                            "<= 500 ms",
+                        ),
                         ("max from first client poll", f"{max(from_poll):.0f} ms", "-"),
                     ],
                 )
@@ -251,7 +271,11 @@ def main() -> None:
         [
             ("tab click -> first rows rendered", f"{rendered:.0f} ms", "renders smoothly"),
             ("rows in the DOM at first", f"{rows}", "the visible ones + overscan"),
-            ("most rows in the DOM while scrolling", f"{scrolled['maxRows']}", "the visible ones + overscan"),
+            (
+                "most rows in the DOM while scrolling",
+                f"{scrolled['maxRows']}",
+                "the visible ones + overscan",
+            ),
             ("oldest job shown at the bottom", "yes", "yes"),
             ("scroll to bottom (200 px/frame)", f"{scrolled['total']:.0f} ms", "-"),
             ("frames while scrolling", f"{len(frames)}", "-"),

@@ -4,6 +4,7 @@ JupyterLab, against the session's embedded Trainer."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import shlex
 import time
@@ -24,6 +25,7 @@ from .conftest import LAB_USER, Lab, write_notebook
 pytestmark = pytest.mark.slow
 SMALL_CPUS = 0.25
 LIVE = 90_000  # ms: a job's start plus a panel update on a busy 2-core machine
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def gated(gate: Path, after: str = "echo done") -> str:
@@ -48,15 +50,15 @@ def wait_status(client, training_id: str, statuses: set[int], timeout: float = 9
         job = client.get(training_id)
         if job.status.status in statuses:
             return job
-        assert time.monotonic() < deadline, f"{training_id} still {pb.Status.Name(job.status.status)}"
+        assert time.monotonic() < deadline, (
+            f"{training_id} still {pb.Status.Name(job.status.status)}"
+        )
         time.sleep(0.2)
 
 
 def test_panel_lists_a_job_and_follows_it_to_completed(page, lab, lab_client, tmp_path):
     gate = tmp_path / "gate"
-    training_id = lab_client.create(
-        job_request(gated(gate), name="listed-job", cpus=SMALL_CPUS)
-    )
+    training_id = lab_client.create(job_request(gated(gate), name="listed-job", cpus=SMALL_CPUS))
     open_panel(page, lab)
     item = job_item(page, "listed-job")
     expect(item.locator(".dlaas-job-id")).to_have_text(training_id)
@@ -82,8 +84,9 @@ def test_halt_from_the_panel(page, lab, lab_client, tmp_path):
 
 def test_download_model_from_the_panel(page, lab, lab_client):
     training_id = lab_client.create(
-        job_request("mkdir -p $RESULT_DIR 2>/dev/null; echo trained", name="download-me",
-                    cpus=SMALL_CPUS)
+        job_request(
+            "mkdir -p $RESULT_DIR 2>/dev/null; echo trained", name="download-me", cpus=SMALL_CPUS
+        )
     )
     wait_status(lab_client, training_id, {pb.COMPLETED, pb.FAILED})
     open_panel(page, lab)
@@ -116,12 +119,18 @@ def test_panel_with_many_jobs_keeps_few_rows_and_scrolls_to_the_oldest(page, tmp
                 rows = page.locator("#dlaas-jobs .dlaas-job")
                 assert 0 < rows.count() <= 40, f"{rows.count()} of {many} rows in the DOM"
                 expect(job_item(page, "experiment 0")).to_have_count(0)
-                page.locator("#dlaas-jobs .dlaas-job-list").evaluate("el => { el.scrollTop = el.scrollHeight; }")
+                page.locator("#dlaas-jobs .dlaas-job-list").evaluate(
+                    "el => { el.scrollTop = el.scrollHeight; }"
+                )
                 oldest = job_item(page, "experiment 0")
                 expect(oldest).to_be_in_viewport()
-                expect(oldest.locator(".dlaas-job-line").first.locator("span")).to_have_text("HALTED")
+                expect(oldest.locator(".dlaas-job-line").first.locator("span")).to_have_text(
+                    "HALTED"
+                )
                 expect(job_item(page, f"experiment {many - 1}")).to_have_count(0)
-                assert rows.count() <= 40, f"{rows.count()} of {many} rows in the DOM after scrolling"
+                assert rows.count() <= 40, (
+                    f"{rows.count()} of {many} rows in the DOM after scrolling"
+                )
                 expect(page.locator("#dlaas-jobs .dlaas-jobs-header")).to_be_in_viewport()
             finally:
                 page.goto("about:blank")  # before this Lab stops, so the page's polls do not fail
@@ -129,18 +138,59 @@ def test_panel_with_many_jobs_keeps_few_rows_and_scrolls_to_the_oldest(page, tmp
         stop_trainer(trainer)
 
 
-def test_train_this_notebook_submits_a_job(page, lab, lab_client):
-    write_notebook(lab.root / "to_train.ipynb", "print('training from the toolbar')")
-    open_panel(page, lab, "lab/tree/to_train.ipynb")
+def test_train_this_notebook_trains_the_quickstart(page, lab, lab_client):
+    """A new user's path: the quickstart, Train this notebook with a metric
+    regex, the job followed to COMPLETED in the panel, then its view."""
+    (lab.root / "quickstart.ipynb").write_bytes((NOTEBOOKS / "quickstart.ipynb").read_bytes())
+    open_panel(page, lab, "lab/tree/quickstart.ipynb")
     page.locator(
         '.jp-NotebookPanel:visible .jp-NotebookPanel-toolbar [data-command="dlaas:train-notebook"]'
     ).click()
     page.locator(".dlaas-train-form").wait_for()
     page.fill('.dlaas-train-form input[name="name"]', "from-toolbar")
-    page.fill('.dlaas-train-form input[name="cpus"]', str(SMALL_CPUS))
+    page.fill('.dlaas-train-form input[name="cpus"]', "0.5")
+    page.fill(
+        '.dlaas-train-form textarea[name="metricRegex"]',
+        "Iteration %{INT:iteration}, loss = %{FLOAT:loss}",
+    )
     page.click(".jp-Dialog-footer button.jp-mod-accept")
-    expect(job_item(page, "from-toolbar")).to_have_count(1, timeout=LIVE)
-    assert "from-toolbar" in [job.model_definition.name for job in lab_client.list()]
+    item = job_item(page, "from-toolbar")
+    expect(item.locator(".dlaas-job-line").first.locator("span")).to_have_text(
+        "COMPLETED", timeout=LIVE
+    )
+    item.locator(".dlaas-job-name").click()
+    view = page.locator(".dlaas-job-view:visible")
+    expect(view.locator(".dlaas-log-lines")).to_contain_text(
+        "small network, test accuracy", timeout=LIVE
+    )
+    expect(view.locator(".dlaas-chart canvas").first).to_be_visible(timeout=LIVE)
+    (job,) = [j for j in lab_client.list() if j.model_definition.name == "from-toolbar"]
+    assert len(lab_client.emetrics(job.training_id, pagesize=100)) == 15
+
+
+def test_a_long_finished_jobs_view_shows_its_end_at_once(page, lab, lab_client):
+    training_id = lab_client.create(job_request("seq 1 30000", name="long-log", cpus=SMALL_CPUS))
+    wait_status(lab_client, training_id, {pb.COMPLETED})
+    open_panel(page, lab)
+    sent: list[str] = []  # the log lines the job's socket brought
+
+    def on_socket(ws) -> None:
+        if f"/jobs/{training_id}/events" in ws.url:
+            ws.on(
+                "framereceived",
+                lambda frame: sent.extend(
+                    line["line"] for line in json.loads(frame).get("lines", ())
+                ),
+            )
+
+    page.on("websocket", on_socket)
+    job_item(page, "long-log").locator(".dlaas-job-name").click()
+    view = page.locator(".dlaas-job-view:visible")
+    lines = view.locator(".dlaas-log-lines > div")
+    expect(lines.last).to_have_text("30000", timeout=LIVE)
+    expect(view.locator(".dlaas-log-note")).to_have_text("last 2,000 lines shown")
+    expect(lines.first).to_have_text("28001")
+    assert sent == [str(n) for n in range(28001, 30001)]  # not the whole log
 
 
 def run_all_cells(page) -> None:
