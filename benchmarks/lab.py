@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -45,10 +44,19 @@ class Lab:
         return f"{self.url}{path}?token={self.token}&reset"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _server_url(runtime: Path, process: subprocess.Popen, log: Path, timeout: float = 60) -> str:
+    """The URL the server reports in its runtime file once it has bound a port
+    (it is given port 0, so no other process can take the port meanwhile)."""
+    info = runtime / f"jpserver-{process.pid}.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"jupyter lab exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            return f"http://127.0.0.1:{json.loads(info.read_text())['port']}/"
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.1)
+    raise RuntimeError(f"jupyter lab bound no port in {timeout} s:\n{log.read_text()}")
 
 
 def _wait_until_up(url: str, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
@@ -83,12 +91,12 @@ def running_lab(trainer_url: str, trainer_token: str, user: str, base: Path) -> 
     root = base / "root"
     root.mkdir()
     token = secrets.token_hex(16)
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DLAAS_", "JUPYTER"))}
     env.update(
         JUPYTER_PATH=str(base / "share"),
         JUPYTER_CONFIG_DIR=str(base / "config"),
         JUPYTER_DATA_DIR=str(base / "data"),
+        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
         JUPYTERLAB_SETTINGS_DIR=str(base / "settings"),
         JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
         DLAAS_TRAINER_URL=trainer_url,
@@ -102,7 +110,7 @@ def running_lab(trainer_url: str, trainer_token: str, user: str, base: Path) -> 
     process = subprocess.Popen(
         [
             sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
-            f"--port={port}", "--ServerApp.ip=127.0.0.1", f"--ServerApp.token={token}",
+            "--port=0", "--ServerApp.ip=127.0.0.1", f"--ServerApp.token={token}",
             f"--ServerApp.root_dir={root}",
             '--ServerApp.jpserver_extensions={"dlaas_jupyter": True}',
         ],
@@ -111,8 +119,8 @@ def running_lab(trainer_url: str, trainer_token: str, user: str, base: Path) -> 
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}/"
     try:
+        url = _server_url(base / "runtime", process, log)
         _wait_until_up(f"{url}api/status?token={token}", process, log)
         yield Lab(url, token, root)
     finally:
