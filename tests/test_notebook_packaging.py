@@ -283,6 +283,34 @@ def test_closure_follows_rebinding_mutation_and_late_reads(tmp_path: Path) -> No
     assert "noise" not in packaged.script
 
 
+def test_cell_mode_notes_a_skipped_cell_only_when_it_had_what_the_cell_needs(
+    tmp_path: Path,
+) -> None:
+    body = "print(rate * 2)"
+    nb = write_notebook(
+        tmp_path / "skips.ipynb",
+        skip_cell("rate = 0.5"),
+        "steps = 3",
+        skip_cell("job = _\njob.wait()"),
+        "%%dlaas_train\n" + body,
+    )
+    notes = package_notebook(nb, cell_source=body).notes
+    assert "cell 1 is tagged dlaas-skip, so what it has of rate is not in main.py" in notes
+    assert not [note for note in notes if "cell 3" in note or "cells 1, 3" in note], notes
+    assert any(note.startswith("main.py uses rate, which nothing in it defines") for note in notes)
+
+    independent = "print(steps)"
+    nb = write_notebook(
+        tmp_path / "independent.ipynb",
+        skip_cell("rate = 0.5"),
+        "steps = 3",
+        "%%dlaas_train\n" + independent,
+    )
+    assert package_notebook(nb, cell_source=independent).notes == [
+        "taken from the cells above: cell 2"
+    ]
+
+
 def test_cell_mode_keeps_environment_magics_and_pip_lines_but_not_shell_commands(
     tmp_path: Path,
 ) -> None:

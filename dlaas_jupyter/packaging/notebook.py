@@ -126,16 +126,22 @@ def package_notebook(
                 f"the saved notebook differs from what you ran ({_cells_named(stale)}): "
                 "save it (Ctrl+S) first"
             )
-    skipped = [cell.number for cell in cells if SKIP_TAG in cell.tags]
-    if skipped:
-        notes.append(f"{_cells_named(skipped)} tagged {SKIP_TAG}: left out")
+    skipped = [cell for cell in cells if SKIP_TAG in cell.tags]
+    if skipped and cell_source is None:
+        notes.append(f"{_cells_named(cell.number for cell in skipped)} tagged {SKIP_TAG}: left out")
     converted = [_convert(cell) for cell in cells if SKIP_TAG not in cell.tags]
     if cell_source is None:
         selection = _whole_notebook(converted, notes)
     else:
         selection = _one_cell(cells, converted, cell_source, notes)
+    # A cell's job takes only what it needs: skipped cells matter only if they had some of it.
     script = _script(
-        selection, nb_path.name, main_script, cell_mode=cell_source is not None, notes=notes
+        selection,
+        nb_path.name,
+        main_script,
+        cell_mode=cell_source is not None,
+        skipped=skipped if cell_source is not None else [],
+        notes=notes,
     )
     files = _included(
         include, Path(base_dir) if base_dir is not None else nb_path.parent, main_script
@@ -937,9 +943,11 @@ def _script(
     main_script: str,
     *,
     cell_mode: bool,
+    skipped: Sequence[_SavedCell],
     notes: list[str],
 ) -> str:
-    """The script's text; a left-out cell that mentions a name the script lacks is an error."""
+    """The script's text; a left-out cell that mentions a name the script lacks is an
+    error, or (``skipped``, tagged so) a note."""
     text = _assemble(selection.units, notebook_name, main_script, cell_mode)
     try:
         compile(text, main_script, "exec", dont_inherit=True)
@@ -959,6 +967,15 @@ def _script(
         notes.append(
             f"cell {cell.number} left out: not valid Python after conversion ({cell.error})"
         )
+    for cell in skipped:
+        mentioned = sorted(
+            name for name in missing if re.search(rf"\b{re.escape(name)}\b", cell.source)
+        )
+        if mentioned:
+            notes.append(
+                f"cell {cell.number} is tagged {SKIP_TAG}, so what it has of "
+                f"{', '.join(mentioned)} is not in {main_script}"
+            )
     if missing:
         notes.append(
             f"{main_script} uses {', '.join(sorted(missing))}, which nothing in it defines: "
