@@ -48,18 +48,19 @@ class _Chunks:
         return taken
 
 
-def results_entries(result_dir: Path, live_logs: dict[str, Path]) -> Iterator[tuple[Path, str]]:
-    """(file, name in zip) for the results, plus logs not yet stored in them."""
+def results_entries(result_dir: Path, logs_root: Path) -> Iterator[tuple[Path, str]]:
+    """(file, name in zip) for the results, plus learner logs under ``logs_root``
+    not yet stored in them."""
     if result_dir.is_dir():
         for path in sorted(result_dir.rglob("*")):
             if path.is_file() and not path.is_symlink():
                 yield path, path.relative_to(result_dir).as_posix()
-    for folder_name, folder in sorted(live_logs.items()):
-        if (result_dir / folder_name).exists() or not folder.is_dir():
+    for folder in sorted(logs_root.glob("learner-*")):
+        if (result_dir / folder.name).exists() or not folder.is_dir():
             continue
         for path in sorted(folder.rglob("*")):
             if path.is_file() and not path.is_symlink():
-                yield path, f"{folder_name}/{path.relative_to(folder).as_posix()}"
+                yield path, f"{folder.name}/{path.relative_to(folder).as_posix()}"
 
 
 def zip_chunks(entries: Iterator[tuple[Path, str]]) -> Iterator[bytes]:

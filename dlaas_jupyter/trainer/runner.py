@@ -13,6 +13,7 @@ import os
 import shutil
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from dlaas_jupyter.proto import trainer_pb2 as pb
@@ -21,7 +22,6 @@ from dlaas_jupyter.trainer import requirements
 from dlaas_jupyter.trainer.backends.base import Backend, LearnerProcess
 from dlaas_jupyter.trainer.capacity import Grant
 from dlaas_jupyter.trainer.collect import OutputCollector
-from dlaas_jupyter.trainer.events import JobEvents
 from dlaas_jupyter.trainer.metrics.collection import JobMetrics
 from dlaas_jupyter.trainer.metrics.spec import parse_spec
 from dlaas_jupyter.trainer.store import Store
@@ -30,6 +30,7 @@ from dlaas_jupyter.trainer.workspace import (
     DatastoreError,
     JobFolders,
     folders_for,
+    learner_count,
     learner_env,
     learner_name,
     learner_number,
@@ -50,7 +51,7 @@ class _Active:
     def stopped(self) -> _Stop:
         if self.abort:
             return _Stop(pb.FAILED, self.abort, lc.LEARNER_FAILED_SYSTEM)
-        return _Stop(pb.HALTED, "Halted by user", lc.HALTED_CODE)
+        return _Stop(pb.HALTED, lc.HALTED_MESSAGE, lc.HALTED_CODE)
 
 
 class _Stop(Exception):
@@ -68,7 +69,6 @@ class JobRunner:
         self,
         store: Store,
         backend: Backend,
-        events: JobEvents,
         jobs_root: Path,
         *,
         zip_limits: ZipLimits = ZipLimits(),
@@ -77,7 +77,6 @@ class JobRunner:
     ) -> None:
         self._store = store
         self._backend = backend
-        self._events = events
         self._jobs_root = jobs_root
         self._zip_limits = zip_limits
         self._stop_grace = stop_grace
@@ -104,10 +103,8 @@ class JobRunner:
             active.abort = message
         await asyncio.gather(*(self.halt(tid) for tid in list(self._active)))
 
-    def _set(self, training_id: str, status: int, message: str | None = None, error_code: str | None = None) -> pb.Job:
-        job = self._store.update_status(training_id, status, message=message, error_code=error_code)
-        self._events.notify(training_id)
-        return job
+    def _set(self, training_id: str, status: int, message: str | None = None, error_code: str | None = None) -> None:
+        self._store.update_status(training_id, status, message=message, error_code=error_code)
 
     async def run(self, job: pb.Job, grant: Grant, note: str = "") -> None:
         """Run ``job`` on ``grant`` to a terminal status; never raises."""
@@ -165,8 +162,14 @@ class JobRunner:
         self, job: pb.Job, grant: Grant, folders: JobFolders, active: _Active, note: str
     ) -> None:
         tid = job.training_id
-        learners = max(job.training.resources.learners, 1)
+        learners = learner_count(job)
         gpus_each = len(grant.gpu_ids) // learners
+        envs = [
+            learner_env(
+                folders, job, learner=n, gpu_ids=grant.gpu_ids[(n - 1) * gpus_each : n * gpus_each]
+            )
+            for n in range(1, learners + 1)
+        ]
         procs: list[LearnerProcess] = []
         collectors: list[OutputCollector] = []
         loop = asyncio.get_running_loop()
@@ -174,17 +177,14 @@ class JobRunner:
         metrics = JobMetrics(
             _read_spec(folders),
             logs_root=folders.logs_root,
-            env=learner_env(folders, job, learner=1, gpu_ids=grant.gpu_ids[:gpus_each]),
-            sink=self._metrics_sink(job),
+            env=envs[0],
+            sink=partial(self._store.append_emetrics, tid, job.user_id),
             note=_log_note(folders),
         )
         metrics.start()
         try:
-            for n in range(1, learners + 1):
-                log_dir = folders.learner_log_dir(n)
-                log_dir.mkdir(parents=True, exist_ok=True)
-                gpu_ids = grant.gpu_ids[(n - 1) * gpus_each : n * gpus_each]
-                env = learner_env(folders, job, learner=n, gpu_ids=gpu_ids)
+            for n, env in enumerate(envs, start=1):
+                folders.learner_log_dir(n).mkdir(parents=True, exist_ok=True)
                 log_file = folders.learner_log_file(n)
                 proc = self._backend.launch(
                     job.training.command, cwd=folders.model_dir, env=env, output=log_file
@@ -269,16 +269,6 @@ class JobRunner:
         def sink(lines: list[str]) -> None:
             self._store.append_log_lines(tid, user, subid, lines)
             metrics.feed(subid, lines)
-            self._events.notify(tid)
-
-        return sink
-
-    def _metrics_sink(self, job: pb.Job):
-        tid, user = job.training_id, job.user_id
-
-        def sink(records: list[pb.EMetrics]) -> None:
-            self._store.append_emetrics(tid, user, records)
-            self._events.notify(tid)
 
         return sink
 

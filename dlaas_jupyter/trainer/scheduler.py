@@ -12,17 +12,16 @@ import math
 from dlaas_jupyter.proto import trainer_pb2 as pb
 from dlaas_jupyter.trainer import lifecycle as lc
 from dlaas_jupyter.trainer.capacity import CapacityPool, Grant
-from dlaas_jupyter.trainer.events import JobEvents
 from dlaas_jupyter.trainer.runner import JobRunner
 from dlaas_jupyter.trainer.store import Store
+from dlaas_jupyter.trainer.workspace import learner_count
 
 
 class Scheduler:
-    def __init__(self, store: Store, runner: JobRunner, pool: CapacityPool, events: JobEvents) -> None:
+    def __init__(self, store: Store, runner: JobRunner, pool: CapacityPool) -> None:
         self._store = store
         self._runner = runner
         self._pool = pool
-        self._events = events
         self._queue: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -47,7 +46,12 @@ class Scheduler:
             reason = self._pool.never_fits(cpus, gpus)
             if reason:
                 self._queue.remove(tid)
-                self._set(tid, pb.FAILED, f"Insufficient resources: the job {reason}", lc.INSUFFICIENT_RESOURCES)
+                self._store.update_status(
+                    tid,
+                    pb.FAILED,
+                    message=f"Insufficient resources: the job {reason}",
+                    error_code=lc.INSUFFICIENT_RESOURCES,
+                )
                 continue
             grant = self._pool.try_acquire(cpus, gpus)
             if grant is None:
@@ -56,7 +60,7 @@ class Scheduler:
                     f"({self._pool.free_cpus:g} CPUs and {self._pool.free_gpus} GPUs free)"
                 )
                 if job.status.status_message != waiting:
-                    self._set(tid, pb.QUEUED, waiting)
+                    self._store.update_status(tid, pb.QUEUED, message=waiting)
                 continue
             self._queue.remove(tid)
             self._runner.claim(tid)
@@ -74,17 +78,13 @@ class Scheduler:
     def _demand(self, job: pb.Job) -> tuple[float, int, str]:
         """CPUs and GPUs for all learners, and a note when CPUs were clamped."""
         res = job.training.resources
-        learners = max(res.learners, 1)
+        learners = learner_count(job)
         asked = res.cpus * learners
         cpus = self._pool.clamp_cpus(asked)
         note = ""
         if cpus < asked:
             note = f"Asked for {asked:g} CPUs; this machine has {self._pool.total_cpus:g}, so the job gets all of them"
         return cpus, math.ceil(res.gpus) * learners, note
-
-    def _set(self, training_id: str, status: int, message: str, error_code: str | None = None) -> None:
-        self._store.update_status(training_id, status, message=message, error_code=error_code)
-        self._events.notify(training_id)
 
     async def drain(self) -> None:
         """Wait for every job started by this scheduler to finish."""

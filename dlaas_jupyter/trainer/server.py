@@ -33,7 +33,7 @@ from dlaas_jupyter.trainer.scheduler import Scheduler
 from dlaas_jupyter.trainer.service import TrainerService
 from dlaas_jupyter.trainer.store import Store
 from dlaas_jupyter.trainer.unzip import ZipLimits
-from dlaas_jupyter.trainer.workspace import DatastoreError, folders_for
+from dlaas_jupyter.trainer.workspace import DatastoreError, folders_for, learner_count
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def recover(store: Store, backend: Backend, jobs_root: Path) -> None:
             store.update_status(tid, pb.QUEUED, message="Requeued after the Trainer restarted")
             continue
         try:
-            store_logs(folders_for(jobs_root, job), max(job.training.resources.learners, 1))
+            store_logs(folders_for(jobs_root, job), learner_count(job))
         except (DatastoreError, KeyError, OSError) as exc:
             log.warning("could not store the logs of %s: %s", tid, exc)
         store.update_status(tid, pb.FAILED, message=LOST_MESSAGE, error_code=lc.LEARNER_FAILED_SYSTEM)
@@ -104,16 +104,16 @@ async def serve(options: ServeOptions) -> None:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = _lock(data_dir)
     loop = asyncio.get_running_loop()
-    store = Store(data_dir / "trainer.db")
-    jobs_root = data_dir / "jobs"
     events = JobEvents(loop)
+    store = Store(data_dir / "trainer.db", on_change=events.notify)
+    jobs_root = data_dir / "jobs"
     backend = load_backend(options.backend)
     pool = CapacityPool(
         cpus=options.cpus or float(os.cpu_count() or 1),
         gpus=detect_gpus() if options.gpus is None else options.gpus,
     )
-    runner = JobRunner(store, backend, events, jobs_root, zip_limits=options.zip_limits, stop_grace=options.stop_grace)
-    scheduler = Scheduler(store, runner, pool, events)
+    runner = JobRunner(store, backend, jobs_root, zip_limits=options.zip_limits, stop_grace=options.stop_grace)
+    scheduler = Scheduler(store, runner, pool)
     recover(store, backend, jobs_root)
 
     token = secrets.token_urlsafe(32) if options.auth else ""

@@ -14,12 +14,12 @@ import re
 import secrets
 import shutil
 import string
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import grpc
 
+from dlaas_jupyter.emit import METRICS_FILE
 from dlaas_jupyter.proto import trainer_pb2 as pb
 from dlaas_jupyter.proto import trainer_pb2_grpc as pb_grpc
 from dlaas_jupyter.trainer import lifecycle as lc
@@ -28,10 +28,18 @@ from dlaas_jupyter.trainer.events import JobEvents
 from dlaas_jupyter.trainer.results import results_entries, stream_file, stream_zip
 from dlaas_jupyter.trainer.runner import JobRunner
 from dlaas_jupyter.trainer.scheduler import Scheduler
-from dlaas_jupyter.trainer.store import Store
+from dlaas_jupyter.trainer.store import Store, now_ms
 from dlaas_jupyter.trainer.validation import InvalidJob, validate_create
 from dlaas_jupyter.trainer.versions import versions_response
-from dlaas_jupyter.trainer.workspace import METRICS_SPEC_FILE, DatastoreError, folders_for, job_root
+from dlaas_jupyter.trainer.workspace import (
+    LOG_FILE,
+    LOGS_DIR,
+    METRICS_SPEC_FILE,
+    MODEL_ZIP,
+    DatastoreError,
+    folders_for,
+    job_root,
+)
 
 FOLLOW_METADATA = ("dlaas-follow", "1")
 FOLLOW_BATCH = 5000
@@ -45,10 +53,6 @@ LOG_CHUNK = 1 << 20
 
 def new_training_id() -> str:
     return "training-" + "".join(secrets.choice(ID_ALPHABET) for _ in range(9))
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class TrainerService(pb_grpc.TrainerServicer):
@@ -110,7 +114,6 @@ class TrainerService(pb_grpc.TrainerServicer):
         root = job_root(self._jobs_root, tid)
         await asyncio.to_thread(_write_job_files, root, request)
         self._store.insert_job(job)
-        self._events.notify(tid)
         self._scheduler.submit(tid)
         return pb.CreateResponse(training_id=tid)
 
@@ -130,8 +133,7 @@ class TrainerService(pb_grpc.TrainerServicer):
         job = await self._owned(request.training_id, request.user_id, context)
         tid = job.training_id
         if self._scheduler.cancel(tid):
-            self._store.update_status(tid, pb.HALTED, message="Halted by user", error_code=lc.HALTED_CODE)
-            self._events.notify(tid)
+            self._store.update_status(tid, pb.HALTED, message=lc.HALTED_MESSAGE, error_code=lc.HALTED_CODE)
         else:
             await self._runner.halt(tid)
         job = self._store.get_job(tid)
@@ -148,7 +150,6 @@ class TrainerService(pb_grpc.TrainerServicer):
         await self._runner.halt(tid)
         folders = self._folders(job)
         self._store.delete_job(tid)
-        self._events.notify(tid)
         await asyncio.to_thread(shutil.rmtree, job_root(self._jobs_root, tid), True)
         if folders is not None:
             await asyncio.to_thread(shutil.rmtree, folders.result_dir, True)
@@ -182,7 +183,6 @@ class TrainerService(pb_grpc.TrainerServicer):
             error_code=request.error_code or None,
             at_ms=at,
         )
-        self._events.notify(job.training_id)
         return pb.UpdateResponse(training_id=job.training_id)
 
     async def GetVersions(self, request: pb.GetVersionsRequest, context) -> pb.Frameworks:
@@ -192,7 +192,7 @@ class TrainerService(pb_grpc.TrainerServicer):
 
     async def GetModelDefinition(self, request: pb.ModelDefinitionRequest, context) -> AsyncIterator[pb.ZippedDataChunk]:
         job = await self._owned(request.training_id, request.user_id, context)
-        async for chunk in stream_file(job_root(self._jobs_root, job.training_id) / "model.zip"):
+        async for chunk in stream_file(job_root(self._jobs_root, job.training_id) / MODEL_ZIP):
             yield pb.ZippedDataChunk(data=chunk)
 
     async def GetTrainedModel(self, request: pb.TrainedModelRequest, context) -> AsyncIterator[pb.ZippedDataChunk]:
@@ -200,15 +200,14 @@ class TrainerService(pb_grpc.TrainerServicer):
         folders = self._folders(job)
         if folders is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"job {job.training_id} has no results folder")
-        live_logs = {p.name: p for p in folders.logs_root.glob("learner-*")} if folders.logs_root.is_dir() else {}
-        async for chunk in stream_zip(results_entries(folders.result_dir, live_logs)):
+        async for chunk in stream_zip(results_entries(folders.result_dir, folders.logs_root)):
             yield pb.ZippedDataChunk(data=chunk)
 
     async def GetTrainedModelLogs(self, request: pb.TrainedModelLogRequest, context) -> AsyncIterator[pb.ByteStreamResponse]:
         job = await self._owned(request.training_id, request.user_id, context)
         tid = job.training_id
-        name = "evaluation-metrics.txt" if request.is_metrics else "training-log.txt"
-        logs_root = job_root(self._jobs_root, tid) / "logs"
+        name = METRICS_FILE if request.is_metrics else LOG_FILE
+        logs_root = job_root(self._jobs_root, tid) / LOGS_DIR
         offsets: dict[Path, int] = {}
         while True:
             seen = self._events.version(tid)
@@ -300,7 +299,7 @@ def _apply_resource_defaults(training: pb.Training) -> None:
 
 def _write_job_files(root: Path, request: pb.CreateRequest) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "model.zip").write_bytes(request.model_definition.content)
+    (root / MODEL_ZIP).write_bytes(request.model_definition.content)
     if request.HasField("evaluation_metrics"):
         (root / METRICS_SPEC_FILE).write_bytes(request.evaluation_metrics.SerializeToString())
 

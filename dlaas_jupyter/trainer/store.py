@@ -108,7 +108,7 @@ _STAMPS: dict[int, str] = {
 _DECIMAL = re.compile(r"[0-9]+")
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
@@ -256,10 +256,16 @@ class _Counters:
 
 
 class Store:
-    """The Trainer's SQLite store. Safe to call from any thread."""
+    """The Trainer's SQLite store. Safe to call from any thread.
 
-    def __init__(self, path: Path) -> None:
+    ``on_change(training_id)`` runs in the writing thread after every committed
+    change to a job's status, log or metrics (not its runtime info), so live
+    followers are woken by the one place that writes rather than by each caller.
+    """
+
+    def __init__(self, path: Path, on_change: Callable[[str], None] | None = None) -> None:
         self._path = Path(path)
+        self._on_change = on_change or (lambda training_id: None)
         self._lock = threading.Lock()  # guards the writer and the counters
         self._readers_lock = threading.Lock()
         self._readers: list[sqlite3.Connection] = []
@@ -375,6 +381,7 @@ class Store:
                 "VALUES (?, ?, ?, ?)",
                 (job.training_id, job.status.status, int(submitted), job.status.status_message),
             )
+        self._on_change(job.training_id)
 
     def get_job(self, training_id: str) -> pb.Job | None:
         with self._read() as conn:
@@ -418,7 +425,7 @@ class Store:
         the change in the history, and return the updated job."""
         if status not in pb.Status.values():
             raise ValueError(f"{status} is not a training Status")
-        at = _now_ms() if at_ms is None else at_ms
+        at = now_ms() if at_ms is None else at_ms
         with self._lock, self._transaction() as conn:
             row = conn.execute(
                 "SELECT job FROM jobs WHERE training_id = ?", (training_id,)
@@ -443,6 +450,7 @@ class Store:
                 "VALUES (?, ?, ?, ?)",
                 (training_id, status, at, message or ""),
             )
+        self._on_change(training_id)
         return job
 
     def status_history(self, training_id: str) -> list[tuple[int, int, str]]:
@@ -485,6 +493,7 @@ class Store:
                     conn.execute(f"DELETE FROM {table} WHERE training_id = ?", (training_id,))
             for stream in (_LOGS, _METRICS):
                 self._counters.pop((stream.table, training_id), None)
+        self._on_change(training_id)
 
     # -- appending records ------------------------------------------------
 
@@ -528,7 +537,7 @@ class Store:
             with self._transaction() as conn:
                 counters = self._stream_counters(_LOGS.table, training_id)
                 first_rindex = 1 + self._last_rindex(_LOGS.table, counters, training_id, subid)
-                first_time = max(_now_ms(), counters.last_time + 1)
+                first_time = max(now_ms(), counters.last_time + 1)
                 conn.execute(
                     "INSERT INTO log_chunks (training_id, subid, first_time, last_time, "
                     "min_rindex, max_rindex, count, user_id, lines) "
@@ -547,6 +556,7 @@ class Store:
                 )
             counters.last_rindex[subid] = first_rindex + n - 1
             counters.last_time = first_time + n - 1
+        self._on_change(training_id)
 
     def append_emetrics(
         self, training_id: str, user_id: str, records: Sequence[pb.EMetrics]
@@ -557,7 +567,7 @@ class Store:
         job; training_id and user_id are set. KeyError if the job is unknown."""
         if not records:
             return
-        now = _now_ms()
+        now = now_ms()
         table = _METRICS.table
         with self._lock:
             with self._transaction() as conn:
@@ -617,6 +627,7 @@ class Store:
                 )
             counters.last_time = last_time
             counters.last_rindex.update(last_rindex)
+        self._on_change(training_id)
 
     # -- reading records --------------------------------------------------
 

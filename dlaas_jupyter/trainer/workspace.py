@@ -15,6 +15,8 @@ from pathlib import Path
 from dlaas_jupyter.proto import trainer_pb2 as pb
 
 LOG_FILE = "training-log.txt"
+MODEL_ZIP = "model.zip"
+LOGS_DIR = "logs"
 # The job's EMExtractionSpec as submitted (the Job message has no field for it).
 METRICS_SPEC_FILE = "evaluation-metrics-spec.pb"
 HOST_MOUNT_TYPES = {"mount_volume", "host_mount"}
@@ -61,6 +63,11 @@ def learner_number(subid: str) -> int:
     return int(number) if number.isdigit() and number != "0" else 1
 
 
+def learner_count(job: pb.Job) -> int:
+    """How many learners run the job; at least one."""
+    return max(job.training.resources.learners, 1)
+
+
 def job_root(jobs_root: Path, training_id: str) -> Path:
     return jobs_root / training_id
 
@@ -77,9 +84,9 @@ def folders_for(jobs_root: Path, job: pb.Job) -> JobFolders:
         result_dir = _host_path(stores[job.training.output_data[0]], "output") / job.training_id
     return JobFolders(
         root=root,
-        model_zip=root / "model.zip",
+        model_zip=root / MODEL_ZIP,
         model_dir=root / "model",
-        logs_root=root / "logs",
+        logs_root=root / LOGS_DIR,
         state_dir=root / "state",
         checkpoint_dir=root / "checkpoints",
         result_dir=result_dir,
@@ -133,7 +140,7 @@ def learner_env(
         TRAINING_ID=job.training_id,
         TRAINING_COMMAND=job.training.command,
         GPU_COUNT=str(len(gpu_ids)),
-        NUM_LEARNERS=str(max(job.training.resources.learners, 1)),
+        NUM_LEARNERS=str(learner_count(job)),
         LEARNER_ID=str(learner),
         CUDA_VISIBLE_DEVICES=",".join(str(i) for i in gpu_ids),
     )
