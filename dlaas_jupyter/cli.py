@@ -31,10 +31,10 @@ from dlaas_jupyter.formatting import (
     describe_error,
     framework_label,
     local_time,
-    millis,
     print_table,
     status_name,
 )
+from dlaas_jupyter.job import JobTable
 from dlaas_jupyter.packaging.archive import ArchiveError, read_zip_or_folder
 from dlaas_jupyter.packaging.manifest import ManifestError, load_manifest, manifest_to_request
 from dlaas_jupyter.proto import trainer_pb2 as pb
@@ -176,19 +176,8 @@ def _train(args: argparse.Namespace, config: TrainerConfig) -> int:
 
 def _list(args: argparse.Namespace, config: TrainerConfig) -> int:
     with TrainerClient(config) as client:
-        jobs = client.list()
-    jobs.sort(key=lambda job: (millis(job.status.submission_timestamp) or 0, job.training_id))
-    rows = [
-        (
-            job.training_id,
-            job.model_definition.name,
-            framework_label(job.model_definition.framework),
-            status_name(job.status.status),
-            local_time(job.status.submission_timestamp),
-        )
-        for job in jobs
-    ]
-    print_table(("ID", "NAME", "FRAMEWORK", "STATUS", "SUBMITTED"), rows)
+        table = JobTable(client.list())
+    print_table(JobTable.HEADER, table.rows)
     return EXIT_OK
 
 

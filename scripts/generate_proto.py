@@ -12,6 +12,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 from grpc_tools import protoc
 
@@ -22,10 +23,10 @@ OUTPUTS = ("trainer_pb2.py", "trainer_pb2.pyi", "trainer_pb2_grpc.py", "trainer_
 
 def generate(out_dir: Path) -> list[Path]:
     """Write the four stub files for trainer.proto into ``out_dir``."""
-    # protoc-gen-mypy and protoc-gen-mypy_grpc live next to this interpreter.
-    env_path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    os.environ["PATH"] = env_path
-    with tempfile.TemporaryDirectory() as tmp:
+    # protoc-gen-mypy and protoc-gen-mypy_grpc live next to this interpreter;
+    # protoc runs in this process, so PATH is widened for the call only.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    with mock.patch.dict(os.environ, {"PATH": path}), tempfile.TemporaryDirectory() as tmp:
         args = [
             "protoc",
             f"-I{ROOT}",

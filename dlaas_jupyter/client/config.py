@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from dlaas_jupyter.paths import default_data_dir
+from dlaas_jupyter.paths import DATA_DIR_ENV, default_data_dir
 
 URL_ENV = "DLAAS_TRAINER_URL"
 TOKEN_ENV = "DLAAS_TRAINER_TOKEN"
@@ -21,7 +21,6 @@ CA_ENV = "DLAAS_TRAINER_CA"
 SERVER_NAME_ENV = "DLAAS_TRAINER_SERVER_NAME"
 USER_ENV = "DLAAS_USER"
 HUB_USER_ENV = "JUPYTERHUB_USER"
-DATA_DIR_ENV = "DLAAS_DATA_DIR"
 
 SCHEMES = ("grpc", "grpcs")
 
