@@ -13,7 +13,7 @@ import stat
 import zipfile
 from pathlib import Path
 
-__all__ = ["SKIPPED_FOLDERS", "ArchiveError", "read_zip_or_folder", "zip_folder"]
+__all__ = ["SKIPPED_FOLDERS", "ArchiveError", "read_zip_or_folder", "write_file", "zip_folder"]
 
 SKIPPED_FOLDERS = frozenset({"__pycache__", ".git", ".ipynb_checkpoints", ".venv"})
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold
@@ -49,15 +49,21 @@ def zip_folder(folder: Path) -> bytes:
                 executable = os.stat(path).st_mode & 0o111
             except OSError as exc:
                 raise ArchiveError(f"cannot read {path}: {exc.strerror or exc}") from exc
-            info = zipfile.ZipInfo(name, _EPOCH)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = (stat.S_IFREG | (0o755 if executable else 0o644)) << 16
-            archive.writestr(info, data)
+            write_file(archive, name, data, executable=bool(executable))
             files += 1
     if files == 0:
         skipped = ", ".join(sorted(SKIPPED_FOLDERS))
         raise ArchiveError(f"model folder {folder} has no files to send (skipping {skipped})")
     return buffer.getvalue()
+
+
+def write_file(archive: zipfile.ZipFile, name: str, data: bytes, *, executable: bool) -> None:
+    """Add one file entry as every model-definition zip holds it: deflated, with
+    the fixed timestamp, and mode 0755 if ``executable`` else 0644."""
+    info = zipfile.ZipInfo(name, _EPOCH)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = (stat.S_IFREG | (0o755 if executable else 0o644)) << 16
+    archive.writestr(info, data)
 
 
 def _entries(folder: Path) -> list[tuple[Path, bool]]:

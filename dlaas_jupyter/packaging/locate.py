@@ -59,15 +59,16 @@ def current_notebook(
         return path.resolve()
 
     tried: list[str] = []
-    roots: list[Path] | None = None  # the running servers' root_dirs, looked up once
+    servers: list[dict[str, Any]] | None = None  # looked up once, when first needed
+
+    def running_servers() -> list[dict[str, Any]]:
+        nonlocal servers
+        if servers is None:
+            servers = _servers(environ)
+        return servers
 
     def server_roots() -> list[Path]:
-        nonlocal roots
-        if roots is None:
-            roots = [
-                Path(server["root_dir"]) for server in _servers(environ) if server.get("root_dir")
-            ]
-        return roots
+        return [Path(server["root_dir"]) for server in running_servers() if server.get("root_dir")]
 
     candidates = (
         ("__session__", user_ns.get("__session__")),
@@ -83,7 +84,7 @@ def current_notebook(
             return found
         tried.append(f"{source} ({value}: not a notebook file found)")
 
-    found, why = _from_sessions(environ, connection_file)
+    found, why = _from_sessions(running_servers, connection_file)
     if found is not None:
         return found
     tried.append(f"the Jupyter server's sessions ({why})")
@@ -131,13 +132,13 @@ def _kernel_id(connection_file: str | Path | None) -> str | None:
 
 
 def _from_sessions(
-    environ: Mapping[str, str], connection_file: str | Path | None
+    running_servers: Callable[[], list[dict[str, Any]]], connection_file: str | Path | None
 ) -> tuple[Path | None, str]:
     """The notebook of the session running this kernel, or None and why not."""
     kernel = _kernel_id(connection_file)
     if kernel is None:
         return None, "not running in a Jupyter kernel with a kernel-<id>.json connection file"
-    servers = _servers(environ)
+    servers = running_servers()
     if not servers:
         return None, "no running Jupyter server found"
     problems: list[str] = []

@@ -26,11 +26,13 @@ class ManifestError(ValueError):
     """A manifest that cannot be turned into a training request.
 
     ``field`` is the dotted path of the offending field (e.g. ``framework.command``),
-    or None when the manifest as a whole is at fault.
+    or None when the manifest as a whole is at fault; ``problem`` is the message
+    without the field, for callers that name the field their own way.
     """
 
     def __init__(self, message: str, field: str | None = None) -> None:
         self.field = field
+        self.problem = message
         super().__init__(f"manifest field '{field}': {message}" if field else message)
 
 

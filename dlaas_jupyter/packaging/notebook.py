@@ -55,7 +55,6 @@ import io
 import os
 import re
 import shlex
-import stat
 import symtable
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
@@ -68,7 +67,7 @@ from IPython.core.inputtransformer2 import TransformerManager
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from dlaas_jupyter.packaging.archive import SKIPPED_FOLDERS
+from dlaas_jupyter.packaging.archive import SKIPPED_FOLDERS, write_file
 
 __all__ = [
     "MAIN_SCRIPT",
@@ -84,7 +83,6 @@ __all__ = [
 SKIP_TAG = "dlaas-skip"
 MAIN_SCRIPT = "main.py"
 REQUIREMENTS = "requirements.txt"
-_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold: same code, same bytes
 
 
 class PackagingError(ValueError):
@@ -169,10 +167,7 @@ def to_zip(packaged: Packaged) -> bytes:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name in sorted(packaged.files):
             data = packaged.files[name]
-            info = zipfile.ZipInfo(name, _EPOCH)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = (stat.S_IFREG | (0o755 if data.startswith(b"#!") else 0o644)) << 16
-            archive.writestr(info, data)
+            write_file(archive, name, data, executable=data.startswith(b"#!"))
     return buffer.getvalue()
 
 
@@ -954,10 +949,12 @@ def _script(
     except SyntaxError as exc:  # each cell compiled on its own: only joining them can fail here
         raise PackagingError(f"the generated {main_script} does not compile: {exc}") from None
     missing = _undefined(text)
+
+    def missing_in(source: str) -> list[str]:
+        return sorted(name for name in missing if re.search(rf"\b{re.escape(name)}\b", source))
+
     for cell in selection.bad:
-        mentioned = sorted(
-            name for name in missing if re.search(rf"\b{re.escape(name)}\b", cell.source)
-        )
+        mentioned = missing_in(cell.source)
         if mentioned:
             raise PackagingError(
                 f"cell {cell.number} is not valid Python after conversion ({cell.error}), and "
@@ -968,9 +965,7 @@ def _script(
             f"cell {cell.number} left out: not valid Python after conversion ({cell.error})"
         )
     for cell in skipped:
-        mentioned = sorted(
-            name for name in missing if re.search(rf"\b{re.escape(name)}\b", cell.source)
-        )
+        mentioned = missing_in(cell.source)
         if mentioned:
             notes.append(
                 f"cell {cell.number} is tagged {SKIP_TAG}, so what it has of "

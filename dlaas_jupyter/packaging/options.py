@@ -168,8 +168,7 @@ def _apply_resources(training: pb.Training, options: TrainOptions) -> None:
         try:
             resources.memory, resources.memory_unit = parse_size(options.memory, "--memory")
         except ManifestError as exc:
-            message = str(exc).removeprefix(f"manifest field '{exc.field}': ")
-            raise OptionsError(f"--memory: {message}") from None
+            raise OptionsError(f"--memory: {exc.problem}") from None
 
 
 def _metrics(options: TrainOptions) -> pb.EMExtractionSpec | None:
