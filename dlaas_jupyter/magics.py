@@ -419,12 +419,13 @@ class DlaasMagics(Magics):
         self._show_config()
 
     def _show_config(self) -> None:
-        config = self.session_config()
+        environ = self._environ()
+        config = TrainerConfig.resolve(environ=environ)
 
         def origin(name: str) -> str:
             if name in self._settings or (name == URL_ENV and self._embedded):
                 return "%dlaas_config"
-            return name if self._environ().get(name) else ""
+            return name if environ.get(name) else ""
 
         if config.embedded:
             trainer = f"embedded (data dir {config.data_dir})"

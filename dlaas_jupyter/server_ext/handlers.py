@@ -35,6 +35,7 @@ from dlaas_jupyter.client import (
     Unsupported,
 )
 from dlaas_jupyter.client.channel import LOCAL_DATASTORE_ID, local_datastore
+from dlaas_jupyter.formatting import status_name
 from dlaas_jupyter.packaging.notebook import package_notebook, to_zip
 from dlaas_jupyter.packaging.options import TrainOptions, build_request
 from dlaas_jupyter.proto import trainer_pb2 as pb
@@ -43,7 +44,6 @@ from dlaas_jupyter.server_ext.serialize import (
     job_json,
     jobs_json,
     log_json,
-    status_name,
     versions_json,
 )
 

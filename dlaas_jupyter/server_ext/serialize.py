@@ -14,17 +14,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from dlaas_jupyter.client import TERMINAL
-from dlaas_jupyter.formatting import metric_value
+from dlaas_jupyter.formatting import metric_value, status_name
 from dlaas_jupyter.proto import trainer_pb2 as pb
 
-__all__ = ["emetrics_json", "job_json", "jobs_json", "log_json", "status_name", "versions_json"]
+__all__ = ["emetrics_json", "job_json", "jobs_json", "log_json", "versions_json"]
 
 TIMESTAMPS = ("submission", "download_start", "process_start", "store_start", "completion")
-
-
-def status_name(status: pb.Status.ValueType) -> str:
-    """The status name; the number, as text, for one this protocol version does not know."""
-    return pb.Status.Name(status) if status in pb.Status.values() else str(status)
 
 
 def job_json(job: pb.Job) -> dict[str, Any]:

@@ -187,7 +187,8 @@ function queryString(query: PageQuery): string {
   return URLExt.objectToQueryString(Object.fromEntries(given));
 }
 
-function jobPath(id: string, rest = ''): string {
+/** A job's API path, e.g. `jobs/abc/events` for `jobPath('abc', '/events')`. */
+export function jobPath(id: string, rest = ''): string {
   return `jobs/${encodeURIComponent(id)}${rest}`;
 }
 

@@ -76,13 +76,13 @@ export function lineText(line: LogLine, learners: number): string {
 }
 
 /**
- * Have the browser save a URL under the name the server gives it: a streamed
- * download, so no size limit and no copy in memory.
+ * Have the browser save a URL under `name`, or the name the server gives it:
+ * a streamed download, so no size limit and no copy in memory.
  */
-export function saveUrl(url: string): void {
+export function saveUrl(url: string, name = ''): void {
   const anchor = document.createElement('a');
   anchor.href = url;
-  anchor.download = '';
+  anchor.download = name;
   anchor.style.display = 'none';
   document.body.appendChild(anchor);
   anchor.click();

@@ -130,7 +130,7 @@ export class JobView extends Panel {
       return;
     }
     // Of a long log only the lines the view keeps are replayed.
-    const socket = (this._socket = api.openSocket(`jobs/${encodeURIComponent(this.jobId)}/events`, {
+    const socket = (this._socket = api.openSocket(api.jobPath(this.jobId, '/events'), {
       tail: String(this._logs.maxLines)
     }));
     socket.onopen = () => {

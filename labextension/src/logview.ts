@@ -6,7 +6,7 @@
 import { Widget } from '@lumino/widgets';
 
 import * as api from './api';
-import { lineText } from './format';
+import { lineText, saveUrl } from './format';
 import { readAll } from './pages';
 
 /** Lines kept in the view. */
@@ -146,10 +146,7 @@ export class LogView extends Widget {
       const lines = await readAll(query => api.getLogs(this._jobId, query), this.learners > 1);
       const text = lines.map(line => lineText(line, this.learners) + '\n').join('');
       const url = URL.createObjectURL(new Blob([text], { type: 'text/plain' }));
-      const anchor = document.createElement('a');
-      anchor.href = url;
-      anchor.download = `${this._jobId}-log.txt`;
-      anchor.click();
+      saveUrl(url, `${this._jobId}-log.txt`);
       setTimeout(() => URL.revokeObjectURL(url), 10_000);
       link.textContent = label;
     } catch (error) {
