@@ -23,12 +23,12 @@ from dlaas_jupyter.trainer.lifecycle import TERMINAL
 
 
 @contextlib.contextmanager
-def embedded_trainer(data_dir: Path | None = None) -> Iterator[TrainerClient]:
-    """A client of a Trainer started on a data directory of its own, stopped after."""
+def embedded_trainer(data_dir: Path | None = None, user: str = "bench") -> Iterator[TrainerClient]:
+    """A client, as ``user``, of a Trainer started on a data directory of its own, stopped after."""
     with tempfile.TemporaryDirectory(prefix="dlaas-bench-") as tmp:
         folder = data_dir or Path(tmp)
         info = ensure_running(folder)
-        config = TrainerConfig.resolve(url=info.url, token=info.token, user="bench", environ={})
+        config = TrainerConfig.resolve(url=info.url, token=info.token, user=user, environ={})
         try:
             with TrainerClient(config) as client:
                 yield client
@@ -39,7 +39,7 @@ def embedded_trainer(data_dir: Path | None = None) -> Iterator[TrainerClient]:
 @contextlib.contextmanager
 def notebook_kernel(
     config: TrainerConfig, folder: Path, notebook: str = "session.ipynb"
-) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
+) -> Iterator[BlockingKernelClient]:
     """A python3 ipykernel in ``folder``, pointed at the Trainer of ``config`` as
     Jupyter points one (env), told its notebook as jupyter_server tells it
     (JPY_SESSION_NAME), and never reaching the user's own Trainer or data."""
@@ -57,7 +57,7 @@ def notebook_kernel(
     kernel.start_channels()
     try:
         kernel.wait_for_ready(timeout=60)
-        yield manager, kernel
+        yield kernel
     finally:
         kernel.stop_channels()
         manager.shutdown_kernel(now=True)
@@ -81,7 +81,9 @@ def run_cell(kernel: BlockingKernelClient, code: str, timeout: float = 120) -> s
     return "".join(out)
 
 
-def script_job(script: str, *, name: str, cpus: float = 1, memory_gib: float = 4) -> pb.CreateRequest:
+def script_job(
+    script: str, *, name: str, cpus: float = 1, memory_gib: float = 4
+) -> pb.CreateRequest:
     """A CreateRequest running ``script`` as main.py."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -109,7 +111,9 @@ def wait_terminal(client: TrainerClient, training_id: str, timeout: float = 600)
 
 
 def percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
 def report(title: str, rows: list[tuple[str, str, str]]) -> None:

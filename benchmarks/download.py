@@ -63,7 +63,11 @@ def main(mib: int = 1024) -> None:
         f"Trained-model download ({size / 2**20:,.0f} MiB zip)",
         [
             ("throughput", f"{size / seconds / 1e6:,.0f} MB/s", ">= 500 MB/s"),
-            ("client memory growth", f"{(sampler.peak - sampler.baseline) / 2**20:.1f} MiB", "< 64 MiB"),
+            (
+                "client memory growth",
+                f"{(sampler.peak - sampler.baseline) / 2**20:.1f} MiB",
+                "< 64 MiB",
+            ),
         ],
     )
 

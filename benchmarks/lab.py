@@ -2,7 +2,8 @@
 
 The server runs as a subprocess with its own config, data and settings folders,
 the prebuilt lab extension linked into a private share folder, and a given
-Trainer behind it, so what the browser sees is what a user would.
+Trainer behind it, so what the browser sees is what a user would. The side
+panel's locators, which the tests and benchmarks share, are here too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Locator, Page
 
 REPO = Path(__file__).resolve().parents[1]
 LABEXTENSION = REPO / "dlaas_jupyter" / "labextension"
@@ -32,6 +37,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+PANEL_TAB = '.jp-SideBar [data-id="dlaas-jobs"]'
 
 
 @dataclass
@@ -42,6 +48,22 @@ class Lab:
 
     def page_url(self, path: str = "lab") -> str:
         return f"{self.url}{path}?token={self.token}&reset"
+
+
+def show_panel(page: Page) -> None:
+    """Click the dlaas side panel's tab and wait for its job list."""
+    page.locator(PANEL_TAB).click()
+    page.locator("#dlaas-jobs .dlaas-jobs").wait_for()
+
+
+def job_item(page: Page, name: str) -> Locator:
+    """The side panel's row of the job named ``name``."""
+    return page.locator(f'#dlaas-jobs .dlaas-job:has(.dlaas-job-name:text-is("{name}"))')
+
+
+def status_chip(item: Locator) -> Locator:
+    """The status chip of a job's row in the side panel."""
+    return item.locator(".dlaas-job-line").first.locator("span")
 
 
 def _server_url(runtime: Path, process: subprocess.Popen, log: Path, timeout: float = 60) -> str:
@@ -78,7 +100,9 @@ def running_lab(trainer_url: str, trainer_token: str, user: str, base: Path) -> 
     """``jupyter lab`` on a free port, serving ``base/root``, submitting to the
     given Trainer as ``user``; stopped on exit. ``base`` must be an empty folder."""
     if not (LABEXTENSION / "package.json").exists():
-        raise RuntimeError(f"the lab extension is not built ({LABEXTENSION}): run `make labextension`")
+        raise RuntimeError(
+            f"the lab extension is not built ({LABEXTENSION}): run `make labextension`"
+        )
     share = base / "share" / "labextensions"
     share.mkdir(parents=True)
     name = json.loads((LABEXTENSION / "package.json").read_text())["name"]

@@ -21,18 +21,26 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from benchmarks.common import embedded_trainer, percentile, report, script_job
-from benchmarks.lab import CHROMIUM, CHROMIUM_ARGS, Lab, running_lab
+from benchmarks.lab import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PANEL_TAB,
+    Lab,
+    job_item,
+    running_lab,
+    show_panel,
+    status_chip,
+)
 from benchmarks.list_jobs import fill
-from dlaas_jupyter.client import TrainerClient, TrainerConfig
+from dlaas_jupyter.client import TrainerClient
 from dlaas_jupyter.proto import trainer_pb2 as pb
-from dlaas_jupyter.trainer.store import Store
 
 USER = "lab-bench"
 CPUS = 0.25
@@ -80,8 +88,8 @@ WATCH_LOG = """() => {
 }"""
 
 # Records when the pointer goes down on the panel's tab (Lumino tabs open on pointerdown).
-WATCH_CLICK = """() => window.addEventListener('pointerdown', () => { window.__clicked = performance.now(); },
-                                   {capture: true, once: true})"""
+WATCH_CLICK = """() => window.addEventListener('pointerdown',
+  () => { window.__clicked = performance.now(); }, {capture: true, once: true})"""
 
 # Polled each frame: true, with the time recorded, once the named job's row is rendered.
 RENDERED = """name => [...document.querySelectorAll('#dlaas-jobs .dlaas-job-name')]
@@ -122,18 +130,8 @@ def new_page(browser: Browser, lab: Lab) -> Page:
     page.set_default_timeout(90_000)
     page.on("pageerror", lambda e: print(f"  page error: {e}"))
     page.goto(lab.page_url())
-    page.locator('.jp-SideBar [data-id="dlaas-jobs"]').wait_for()
+    page.locator(PANEL_TAB).wait_for()
     return page
-
-
-def open_panel(page: Page) -> None:
-    page.locator('.jp-SideBar [data-id="dlaas-jobs"]').click()
-    page.locator("#dlaas-jobs .dlaas-jobs").wait_for()
-
-
-def chip(page: Page, name: str):
-    item = page.locator(f'#dlaas-jobs .dlaas-job:has(.dlaas-job-name:text-is("{name}"))')
-    return item.locator(".dlaas-job-line").first.locator("span")
 
 
 def gated_job(client: TrainerClient, gate: Path, name: str, lines: int = 0) -> str:
@@ -162,20 +160,16 @@ def status_to_chip(
         name, gate = f"status-{n}", folder / f"gate-{n}"
         training_id = gated_job(client, gate, name)
         wait_status(client, training_id, pb.PROCESSING)
-        chip(page, name).filter(has_text="PROCESSING").wait_for()
+        status_chip(job_item(page, name)).filter(has_text="PROCESSING").wait_for()
         page.evaluate(WATCH_CHIP, name)
-        polled: list[float] = []
-        poller = threading.Thread(
-            target=lambda: polled.append(wait_status(client, training_id, pb.COMPLETED))
-        )
-        poller.start()
-        gate.touch()
-        page.wait_for_function("() => window.__completedAt !== undefined")
-        poller.join()
+        with ThreadPoolExecutor(max_workers=1) as poller:
+            polled = poller.submit(wait_status, client, training_id, pb.COMPLETED)
+            gate.touch()
+            page.wait_for_function("() => window.__completedAt !== undefined")
         shown = page.evaluate("window.__completedAt")
         stamp = int(client.get(training_id).status.completion_timestamp)
         from_stamp.append(shown - stamp)
-        from_poll.append(shown - polled[0])
+        from_poll.append(shown - polled.result())
     return from_stamp, from_poll
 
 
@@ -194,16 +188,14 @@ def log_to_view(page: Page, client: TrainerClient, folder: Path) -> list[float]:
 
 def many_jobs(browser: Browser, folder: Path) -> tuple[float, int, dict]:
     """Time to the first rows, rows in the DOM then, and the scroll to the bottom."""
-    store = Store(folder / "trainer.db")
-    fill(store, MANY, USER)  # "experiment 0" is the oldest, listed last
-    store.close()
+    fill(folder / "trainer.db", MANY, USER)  # "experiment 0" is the oldest, listed last
     with (
         embedded_trainer(folder) as client,
         running_lab(client.config.url, client.config.token, USER, folder / "lab") as lab,
     ):
         page = new_page(browser, lab)
         page.evaluate(WATCH_CLICK)
-        page.locator('.jp-SideBar [data-id="dlaas-jobs"]').click()
+        page.locator(PANEL_TAB).click()
         page.wait_for_function(RENDERED, arg=f"experiment {MANY - 1}", polling="raf")
         rendered = page.evaluate("window.__rendered - window.__clicked")
         rows = page.locator("#dlaas-jobs .dlaas-job").count()
@@ -224,44 +216,40 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dlaas-bench-lab-") as tmp, sync_playwright() as p:
         folder = Path(tmp)
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        with embedded_trainer(folder / "trainer") as bench:
-            config = TrainerConfig.resolve(
-                url=bench.config.url, token=bench.config.token, user=USER, environ={}
+        with (
+            embedded_trainer(folder / "trainer", user=USER) as client,
+            running_lab(client.config.url, client.config.token, USER, folder / "lab") as lab,
+        ):
+            page = new_page(browser, lab)
+            show_panel(page)
+            from_stamp, from_poll = status_to_chip(page, client, folder)
+            report(
+                f"status change -> panel chip COMPLETED ({ROUNDS} jobs)",
+                [
+                    (
+                        "median from completion_timestamp",
+                        f"{statistics.median(from_stamp):.0f} ms",
+                        "<= 500 ms",
+                    ),
+                    ("max from completion_timestamp", f"{max(from_stamp):.0f} ms", "-"),
+                    (
+                        "median from first client poll",
+                        f"{statistics.median(from_poll):.0f} ms",
+                        "<= 500 ms",
+                    ),
+                    ("max from first client poll", f"{max(from_poll):.0f} ms", "-"),
+                ],
             )
-            with (
-                TrainerClient(config) as client,
-                running_lab(config.url, config.token, USER, folder / "lab") as lab,
-            ):
-                page = new_page(browser, lab)
-                open_panel(page)
-                from_stamp, from_poll = status_to_chip(page, client, folder)
-                report(
-                    f"status change -> panel chip COMPLETED ({ROUNDS} jobs)",
-                    [
-                        (
-                            "median from completion_timestamp",
-                            f"{statistics.median(from_stamp):.0f} ms",
-                            "<= 500 ms",
-                        ),
-                        ("max from completion_timestamp", f"{max(from_stamp):.0f} ms", "-"),
-                        (
-                            "median from first client poll",
-                            f"{statistics.median(from_poll):.0f} ms",
-                            "<= 500 ms",
-                        ),
-                        ("max from first client poll", f"{max(from_poll):.0f} ms", "-"),
-                    ],
-                )
-                delays = log_to_view(page, client, folder)
-                report(
-                    f"log line printed -> shown in the job view ({len(delays)} lines, one per 100 ms)",
-                    [
-                        ("p50", f"{percentile(delays, 50):.0f} ms", "<= 500 ms"),
-                        ("p90", f"{percentile(delays, 90):.0f} ms", "-"),
-                        ("max", f"{max(delays):.0f} ms", "-"),
-                    ],
-                )
-                page.context.close()
+            delays = log_to_view(page, client, folder)
+            report(
+                f"log line printed -> shown in the job view ({len(delays)} lines, one per 100 ms)",
+                [
+                    ("p50", f"{percentile(delays, 50):.0f} ms", "<= 500 ms"),
+                    ("p90", f"{percentile(delays, 90):.0f} ms", "-"),
+                    ("max", f"{max(delays):.0f} ms", "-"),
+                ],
+            )
+            page.context.close()
         (folder / "many").mkdir()
         rendered, rows, scrolled = many_jobs(browser, folder / "many")
         browser.close()

@@ -19,7 +19,10 @@ from dlaas_jupyter.proto import trainer_pb2 as pb
 from dlaas_jupyter.trainer.store import Store
 
 
-def fill(store: Store, jobs: int, user: str) -> None:
+def fill(db: Path, jobs: int, user: str) -> None:
+    """Write ``jobs`` halted jobs of ``user`` into the store at ``db``, oldest first
+    ("experiment 0" is the oldest), for a Trainer started on it afterwards."""
+    store = Store(db)
     now = int(time.time() * 1000)
     for n in range(jobs):
         job = pb.Job(training_id=f"training-{n:09d}", user_id=user, job_id=f"training-{n:09d}")
@@ -33,19 +36,20 @@ def fill(store: Store, jobs: int, user: str) -> None:
         job.training.resources.memory_unit = pb.GiB
         job.training.resources.learners = 1
         job.training.input_data.append("local-data")
-        job.datastores.add(id="local-data", type="mount_volume", connection={"type": "host_mount", "path": "/data"})
+        job.datastores.add(
+            id="local-data", type="mount_volume", connection={"type": "host_mount", "path": "/data"}
+        )
         job.status.status = pb.QUEUED
         job.status.submission_timestamp = str(now - (jobs - n) * 1000)
         store.insert_job(job)
         store.update_status(job.training_id, pb.HALTED, message="Halted by user", error_code="0")
+    store.close()
 
 
 def main(jobs: int = 10_000, calls: int = 20) -> None:
     with tempfile.TemporaryDirectory(prefix="dlaas-bench-") as tmp:
         data_dir = Path(tmp)
-        store = Store(data_dir / "trainer.db")
-        fill(store, jobs, "bench")
-        store.close()
+        fill(data_dir / "trainer.db", jobs, "bench")
         with embedded_trainer(data_dir) as client:
             times = []
             for _ in range(calls):

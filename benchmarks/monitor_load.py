@@ -166,7 +166,7 @@ def main(rate: int = 10_000, seconds: int = 20) -> None:
     window_seconds = seconds - SETTLE - 3
     with embedded_trainer() as client, tempfile.TemporaryDirectory(prefix="dlaas-mon-") as tmp:
         folder = Path(tmp)
-        with notebook_kernel(client.config, folder) as (_, kernel):
+        with notebook_kernel(client.config, folder) as kernel:
             process = psutil.Process(int(run_cell(kernel, SETUP).split()[-1]))
             time.sleep(1)  # let the kernel settle after the imports
             idle = measure(kernel, process, window_seconds)

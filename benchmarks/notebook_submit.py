@@ -170,7 +170,7 @@ def main(runs: int = 10) -> None:
     with embedded_trainer() as client, tempfile.TemporaryDirectory(prefix="dlaas-nb-") as tmp:
         folder = Path(tmp)
         write_notebook(folder / "session.ipynb")
-        with notebook_kernel(client.config, folder) as (_, kernel):
+        with notebook_kernel(client.config, folder) as kernel:
             for source in CELLS[:-1]:
                 run_cell(kernel, source)
             cold = submit(kernel, client)

@@ -34,7 +34,10 @@ def code_cell(n: int) -> str:
     """The n-th code cell of a notebook that grows a model step by step."""
     kind = n % 10
     if kind == 0:
-        return f"%matplotlib inline\n!pip install package{n}\nfiles_{n} = !ls\n%time warm_{n} = {n} * 2"
+        return (
+            f"%matplotlib inline\n!pip install package{n}\nfiles_{n} = !ls\n"
+            f"%time warm_{n} = {n} * 2"
+        )
     if kind in (1, 2):
         return (
             f"import math\nimport json as json_{n}\nfrom collections import Counter as Counter_{n}"
@@ -56,7 +59,10 @@ def code_cell(n: int) -> str:
     if kind == 7:
         return f"result_{n} = step_{n - 3}(data_{n - 1})\nresult_{n}[:5]"
     if kind == 8:
-        return f"counts_{n} = Counter_{n - 6}(round(x) for x in result_{n - 1})\ncounts_{n}.most_common(3)"
+        return (
+            f"counts_{n} = Counter_{n - 6}(round(x) for x in result_{n - 1})\n"
+            f"counts_{n}.most_common(3)"
+        )
     return f"SCALE_{n // 10} = {n / 10}\nOTHER_{n} = SCALE_{n // 10} * 2\nprint(OTHER_{n})"
 
 

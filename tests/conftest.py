@@ -6,17 +6,25 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from dlaas_jupyter.proto import trainer_pb2 as pb
+
+# For jobs on the session Trainer: small, so jobs of different tests never queue
+# behind each other.
+SMALL_CPUS = 0.25
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -41,17 +49,16 @@ def start_trainer(data_dir: Path, *extra: str, timeout: float = 30.0) -> Running
     data_dir.mkdir(parents=True, exist_ok=True)
     info_path = data_dir / "trainer.json"
     info_path.unlink(missing_ok=True)
-    log = open(data_dir / "trainer-test.log", "ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dlaas_jupyter.trainer", "serve", "--data-dir", str(data_dir), *extra],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    log_path = data_dir / "trainer-test.log"
+    command = [sys.executable, "-m", "dlaas_jupyter.trainer", "serve", "--data-dir", str(data_dir)]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [*command, *extra], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"Trainer exited with {process.returncode}: {(data_dir / 'trainer-test.log').read_text()}")
+            raise RuntimeError(f"Trainer exited with {process.returncode}: {log_path.read_text()}")
         if info_path.exists():
             info = json.loads(info_path.read_text())
             if info.get("pid") == process.pid:
@@ -147,10 +154,43 @@ def job_request(
     request.model_definition.name = name
     request.model_definition.framework.name = "python"
     request.model_definition.framework.version = "3"
-    request.model_definition.content = zip_bytes if zip_bytes is not None else make_zip(files or {"main.py": ""})
+    if zip_bytes is None:
+        zip_bytes = make_zip(files or {"main.py": ""})
+    request.model_definition.content = zip_bytes
     request.training.command = command
     res = request.training.resources
     res.learners, res.cpus, res.gpus = learners, cpus, gpus
     if memory_mib:
         res.memory, res.memory_unit = memory_mib, pb.MiB
     return request
+
+
+def wait_until(what: str, check: Callable[[], T], timeout: float = 60.0) -> T:
+    """Poll ``check`` until it returns something true; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def closed_port_url() -> str:
+    """A grpc:// URL where nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"grpc://127.0.0.1:{sock.getsockname()[1]}"
+
+
+class Notes(list):
+    """A metrics collector's note callback: keeps the (subid, message) pairs."""
+
+    def __call__(self, subid: str, message: str) -> None:
+        self.append((subid, message))
+
+
+def anys(entries: Mapping[str, pb.Any]) -> dict[str, tuple[str, str]]:
+    """A record's etimes or values as {key: (type name, text)}, for comparing."""
+    return {key: (pb.Any.DataType.Name(a.type), a.value) for key, a in entries.items()}

@@ -3,12 +3,10 @@ end to end as a real subprocess against a real embedded Trainer."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import zipfile
@@ -17,6 +15,7 @@ from typing import Self
 
 import grpc
 import pytest
+from conftest import closed_port_url, make_zip
 
 from dlaas_jupyter import __version__, cli
 from dlaas_jupyter.client.errors import (
@@ -33,14 +32,6 @@ from dlaas_jupyter.proto import trainer_pb2 as pb
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "first-job"
 TRAINING_ID = re.compile(r"^training-[0-9A-Za-z_-]{9}$")
-
-
-def closed_port_url() -> str:
-    """A grpc:// URL where nothing listens."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"grpc://127.0.0.1:{port}"
 
 
 # --- in-process: parsing and exit codes ---------------------------------------
@@ -439,10 +430,8 @@ def test_versions(trainer_env, tmp_path):
 
 def test_definition_zip_round_trips(trainer_env, tmp_path):
     """A zip file given to train comes back byte for byte."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("main.py", "print('from a zip')\n")
-    (tmp_path / "model.zip").write_bytes(buffer.getvalue())
+    content = make_zip({"main.py": "print('from a zip')\n"})
+    (tmp_path / "model.zip").write_bytes(content)
     trained = dlaas(trainer_env, "train", str(EXAMPLE / "manifest.yml"), "model.zip", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     training_id = trained.stdout.strip()
@@ -452,6 +441,6 @@ def test_definition_zip_round_trips(trainer_env, tmp_path):
         trainer_env, "download", training_id, "--definition", "--filename", str(out), cwd=tmp_path
     )
     assert downloaded.returncode == 0, downloaded.stderr
-    assert (out / f"{training_id}-definition.zip").read_bytes() == buffer.getvalue()
+    assert (out / f"{training_id}-definition.zip").read_bytes() == content
     assert dlaas(trainer_env, "delete", training_id, cwd=tmp_path).returncode == 0
     assert os.listdir(out) == [f"{training_id}-definition.zip"]

@@ -29,7 +29,7 @@ import grpc
 import grpc.aio
 import psutil
 import pytest
-from conftest import RunningTrainer, job_request
+from conftest import SMALL_CPUS, RunningTrainer, closed_port_url, job_request, wait_until
 
 from dlaas_jupyter.client import (
     AuthenticationFailed,
@@ -488,22 +488,14 @@ def test_resume_is_unsupported_on_ffdl(client: TrainerClient, fake: FakeFfDL) ->
 
 
 def test_closed_port_is_trainer_unavailable() -> None:
-    port = _closed_port()
-    with TrainerClient(config_for(f"grpc://127.0.0.1:{port}"), timeout=5.0) as c:
+    url = closed_port_url()
+    with TrainerClient(config_for(url), timeout=5.0) as c:
         started = time.monotonic()
         with pytest.raises(TrainerUnavailable) as caught:
             c.list()
     assert time.monotonic() - started < 4, "an unreachable Trainer fails fast"
-    assert caught.value.address == f"grpc://127.0.0.1:{port}"
-    assert str(caught.value).startswith(f"Trainer at grpc://127.0.0.1:{port} is unreachable: ")
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    assert caught.value.address == url
+    assert str(caught.value).startswith(f"Trainer at {url} is unreachable: ")
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
@@ -858,7 +850,6 @@ import os
 for i in range(1500):
     print(f"learner {os.environ['LEARNER_ID']} line {i}")
 """
-SMALL_CPUS = 0.25  # jobs of different tests never queue behind each other
 
 
 @pytest.fixture
@@ -919,10 +910,10 @@ def test_real_trainer_follow_with_a_tail_skips_older_lines_only(
         "python main.py", {"main.py": GATED_COUNT}, cpus=SMALL_CPUS, learners=learners
     )
     training_id = real_client.create(request)
-    deadline = time.monotonic() + 60
-    while len(real_client.logs(training_id, pos=-1, pagesize=1000)) < 500 * learners:
-        assert time.monotonic() < deadline, "the job did not print its first lines"
-        time.sleep(0.05)
+    wait_until(
+        "the job's first lines",
+        lambda: len(real_client.logs(training_id, pos=-1, pagesize=1000)) >= 500 * learners,
+    )
     follow = real_client.follow_logs(training_id, poll_interval=0.1, tail=10)
     head = [next(follow) for _ in range(10)]
     (Path.cwd() / "go").touch()  # the job's DATA_DIR: the datastore is the cwd

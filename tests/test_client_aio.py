@@ -8,19 +8,18 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Self
 
 import psutil
 import pytest
-from conftest import job_request
+from conftest import SMALL_CPUS, closed_port_url, job_request
 from test_client import (  # the shared FfDL stand-in and its fixtures
     CHUNK,
-    SMALL_CPUS,
     STAMPED,
     TOKEN,
     USER,
     FakeFfDL,
     ServerThread,
-    _closed_port,
     config_for,
     create_request,
     fake,
@@ -59,6 +58,25 @@ async def grow_then_finish(
     fake.set_status(training_id, pb.COMPLETED)
 
 
+class LoopTicks:
+    """Counts 10 ms sleeps the event loop completes inside the block: a blocked loop counts none."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._tick())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._task.cancel()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            self.count += 1
+
+
 async def test_calls(client: AsyncTrainerClient, fake: FakeFfDL) -> None:
     training_id = await client.create(create_request())
     sent = fake.calls("CreateTrainingJob")[0].request
@@ -92,7 +110,7 @@ async def test_errors(client: AsyncTrainerClient, fake: FakeFfDL, server: Server
     async with AsyncTrainerClient(config_for(server.url, token="nope")) as wrong:
         with pytest.raises(AuthenticationFailed, match="DLAAS_TRAINER_TOKEN"):
             await wrong.list()
-    address = f"grpc://127.0.0.1:{_closed_port()}"
+    address = closed_port_url()
     async with AsyncTrainerClient(config_for(address)) as closed:
         with pytest.raises(TrainerUnavailable, match=f"^Trainer at {address} is unreachable"):
             await closed.list()
@@ -115,22 +133,13 @@ async def test_follow_logs_keeps_the_loop_free(client: AsyncTrainerClient, fake:
     training_id = fake.add_job()
     fake.append_logs(training_id, 1000)
     producer = asyncio.create_task(grow_then_finish(fake, training_id, [1000, 0, 1, 1499]))
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    ticking = asyncio.create_task(ticker())
-    started = time.monotonic()
-    got = [r.meta.rindex async for r in client.follow_logs(training_id, poll_interval=0.02)]
-    elapsed = time.monotonic() - started
-    ticking.cancel()
+    async with LoopTicks() as ticks:
+        started = time.monotonic()
+        got = [r.meta.rindex async for r in client.follow_logs(training_id, poll_interval=0.02)]
+        elapsed = time.monotonic() - started
     await producer
     assert got == list(range(1, 3501))
-    assert ticks >= max(10, 0.2 * elapsed / 0.01), (
+    assert ticks.count >= max(10, 0.2 * elapsed / 0.01), (
         "the loop kept running other tasks while following"
     )
     queries = fake.calls("GetTrainingLogs")
@@ -192,20 +201,11 @@ async def test_embedded_trainer_is_started_off_the_loop(
     assert not (tmp_path / "trainer.log").exists(), "creating the client does no I/O"
     with pytest.raises(RuntimeError, match="await connect"):
         _ = client.address
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    ticking = asyncio.create_task(ticker())
-    await client.connect()
-    ticking.cancel()
+    async with LoopTicks() as ticks:
+        await client.connect()
     try:
         assert client.address == "grpc://127.0.0.1:5555"
-        assert ticks >= 10, "the fake Trainer takes 0.5 s to start; the loop ran meanwhile"
+        assert ticks.count >= 10, "the fake Trainer takes 0.5 s to start; the loop ran meanwhile"
     finally:
         await client.close()
         psutil.Process(json.loads((tmp_path / "trainer.json").read_text())["pid"]).kill()

@@ -9,17 +9,13 @@ import threading
 import time
 from pathlib import Path
 
-from dlaas_jupyter.proto import trainer_pb2 as pb
+from conftest import Notes, anys
+
 from dlaas_jupyter.trainer.metrics.emetrics_file import (
     MAX_LINE_BYTES,
     MAX_NOTES_PER_FILE,
     MetricsFileWatcher,
 )
-
-
-class Notes(list):
-    def __call__(self, subid: str, message: str) -> None:
-        self.append((subid, message))
 
 
 def line(rindex: int, **fields: object) -> str:
@@ -32,10 +28,6 @@ def append(path: Path, text: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "ab") as f:
         f.write(text.encode() if isinstance(text, str) else text)
-
-
-def anys(entries) -> dict[str, tuple[str, str]]:
-    return {key: (pb.Any.DataType.Name(a.type), a.value) for key, a in entries.items()}
 
 
 def test_types_by_number_or_name_and_values_as_numbers_or_strings(tmp_path: Path) -> None:

@@ -10,20 +10,24 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import Notes, anys, wait_until
 
 from dlaas_jupyter import emit
 from dlaas_jupyter.emit import OUTSIDE_JOB_NOTICE
-from dlaas_jupyter.proto import trainer_pb2 as pb
 from dlaas_jupyter.trainer.metrics.emetrics_file import MetricsFileWatcher
 
 JOB_ENV_KEYS = ("LOG_DIR", "TRAINING_ID", "LEARNER_ID")
 
 
+def job_env(env: dict[str, str]) -> dict[str, str]:
+    """This process's environment without a job's variables, then ``env``."""
+    return {**{k: v for k, v in os.environ.items() if k not in JOB_ENV_KEYS}, **env}
+
+
 def run(code: str, env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in JOB_ENV_KEYS}
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        env={**base, **env},
+        env=job_env(env),
         capture_output=True,
         text=True,
         timeout=60,
@@ -39,15 +43,6 @@ def learner_env(logs: Path, learner: int) -> dict[str, str]:
         "TRAINING_ID": "training-abc",
         "LEARNER_ID": str(learner),
     }
-
-
-class Notes(list):
-    def __call__(self, subid: str, message: str) -> None:
-        self.append((subid, message))
-
-
-def anys(entries) -> dict[str, tuple[str, str]]:
-    return {key: (pb.Any.DataType.Name(a.type), a.value) for key, a in entries.items()}
 
 
 def test_records_from_a_job_read_back_with_their_types(tmp_path: Path) -> None:
@@ -109,7 +104,7 @@ def test_a_restarted_script_continues_the_numbering(tmp_path: Path) -> None:
 
 def test_processes_emitting_at_once_get_unique_numbers(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
-    env = {**os.environ, **learner_env(logs, 1)}
+    env = job_env(learner_env(logs, 1))
     script = "from dlaas_jupyter import emit\nfor i in range(300): emit('t', iteration=i, loss=1.0)"
     processes = [subprocess.Popen([sys.executable, "-c", script], env=env) for _ in range(4)]
     assert [p.wait(60) for p in processes] == [0, 0, 0, 0]
@@ -135,18 +130,13 @@ def test_an_unfinished_line_left_in_the_file_does_not_swallow_the_next_record(
 
 def test_records_appear_while_the_job_still_runs(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
-    env = {**{k: v for k, v in os.environ.items() if k not in JOB_ENV_KEYS}, **learner_env(logs, 1)}
+    env = job_env(learner_env(logs, 1))
     script = (
         "import sys\nfrom dlaas_jupyter import emit\nemit('train', loss=0.25)\nsys.stdin.readline()"
     )
     job = subprocess.Popen([sys.executable, "-c", script], env=env, stdin=subprocess.PIPE)
     try:
-        watcher = MetricsFileWatcher(logs, Notes())
-        records: list[pb.EMetrics] = []
-        deadline = time.monotonic() + 30
-        while not records and time.monotonic() < deadline:
-            records = watcher.poll()
-            time.sleep(0.02)
+        records = wait_until("the record", MetricsFileWatcher(logs, Notes()).poll, timeout=30)
         assert job.poll() is None, "the job should still be running"
         assert [r.values["loss"].value for r in records] == ["0.25"]
     finally:

@@ -95,13 +95,18 @@ class PagedTrainer:
         self.status_value = pb.COMPLETED
 
 
-def run(
-    trainer: PagedTrainer, *, learners: int = 1, page_size: int = PAGE_SIZE, retry: Retry = NO_WAIT
-) -> list[pb.LogLine]:
+def job_cursor(learners: int = 1) -> Cursor:
+    """The cursor a client following JOB, of ``learners`` learners, starts with."""
     job = pb.Job(
         training_id=JOB, training=pb.Training(resources=pb.ResourceRequirements(learners=learners))
     )
-    cursor = Cursor.for_job(job, "ada")
+    return Cursor.for_job(job, "ada")
+
+
+def run(
+    trainer: PagedTrainer, *, learners: int = 1, page_size: int = PAGE_SIZE, retry: Retry = NO_WAIT
+) -> list[pb.LogLine]:
+    cursor = job_cursor(learners)
     steps = plan(cursor, poll_interval=0.5, page_size=page_size, retry=retry)
     return list(
         follow(steps, cursor, fetch=trainer.fetch, status=trainer.status, sleep=trainer.sleep)
@@ -246,8 +251,7 @@ def test_server_side_follow_stream_longer_than_a_page() -> None:
 def test_stopping_early_closes_the_stream() -> None:
     trainer = PagedTrainer()
     trainer.append(50)
-    job = pb.Job(training_id=JOB)
-    cursor = Cursor.for_job(job, "ada")
+    cursor = job_cursor()
     records = follow(
         plan(cursor), cursor, fetch=trainer.fetch, status=trainer.status, sleep=trainer.sleep
     )
@@ -295,10 +299,7 @@ async def test_async_driver_follows_the_same_plan() -> None:
             trainer.finish()
         return trainer.status_value
 
-    job = pb.Job(
-        training_id=JOB, training=pb.Training(resources=pb.ResourceRequirements(learners=2))
-    )
-    cursor = Cursor.for_job(job, "ada")
+    cursor = job_cursor(learners=2)
     steps = plan(cursor, poll_interval=0.01, retry=NO_WAIT)
     got = [r async for r in afollow(steps, cursor, fetch=fetch, status=status)]
     assert sorted(keys(got)) == sorted(keys(trainer.records))

@@ -7,11 +7,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+from conftest import wait_until
 
 from dlaas_jupyter.trainer.backends import load_backend
 from dlaas_jupyter.trainer.backends.local import LocalProcess, LocalProcessBackend
@@ -19,21 +20,14 @@ from dlaas_jupyter.trainer.backends.local import LocalProcess, LocalProcessBacke
 ENV = {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1"}
 
 
-@pytest.fixture
-def launched() -> Iterator[list[LocalProcess]]:
-    """Learners a test started; killed afterwards."""
-    procs: list[LocalProcess] = []
-    yield procs
-    for proc in procs:
-        proc.stop(grace=0)
-
-
 OUTPUTS: dict[int, Path] = {}
 
 
 @pytest.fixture
-def launch(tmp_path: Path, launched: list[LocalProcess]):
+def launch(tmp_path: Path) -> Iterator[Callable[..., LocalProcess]]:
+    """Starts learners in tmp_path, each with an output file of its own; kills them afterwards."""
     backend = LocalProcessBackend()
+    launched: list[LocalProcess] = []
 
     def start(command: str, env: dict[str, str] | None = None) -> LocalProcess:
         output = tmp_path / f"output-{len(launched)}.txt"
@@ -42,7 +36,9 @@ def launch(tmp_path: Path, launched: list[LocalProcess]):
         launched.append(proc)
         return proc
 
-    return start
+    yield start
+    for proc in launched:
+        proc.stop(grace=0)
 
 
 def read_all(proc: LocalProcess) -> str:
@@ -54,15 +50,8 @@ def read_all(proc: LocalProcess) -> str:
 def read_line(proc: LocalProcess) -> str:
     """The first line of output, waiting for it to be written."""
     output = OUTPUTS[id(proc)]
-    wait_for(lambda: "\n" in output.read_text())
+    wait_until("a line of output", lambda: "\n" in output.read_text(), timeout=10)
     return output.read_text().split("\n", 1)[0].strip()
-
-
-def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def is_dead(proc: psutil.Process) -> bool:
@@ -132,7 +121,7 @@ wait
     proc = launch(script)
     assert read_line(proc) == "ready"
     leader = psutil.Process(proc.handle["pid"])
-    wait_for(lambda: len(leader.children(recursive=True)) >= 3)
+    wait_until("the tree to start", lambda: len(leader.children(recursive=True)) >= 3, timeout=10)
     tree = [leader, *leader.children(recursive=True)]
 
     started = time.monotonic()
@@ -141,7 +130,7 @@ wait
 
     assert code == 137
     assert 1.0 <= elapsed <= 2.0
-    wait_for(lambda: all(is_dead(p) for p in tree), timeout=1.0)
+    wait_until("the tree to die", lambda: all(is_dead(p) for p in tree), timeout=1.0)
     assert proc.stop(grace=1.0) == 137  # idempotent, and quick
     assert read_all(proc) == "ready\n"
 
@@ -159,7 +148,7 @@ def test_stop_reaches_children_left_behind_by_an_exited_shell(launch) -> None:
     assert proc.wait(10) == 0
     assert orphan.is_running() and not is_dead(orphan)
     assert proc.stop(grace=5) == 0  # the learner's own exit code stands
-    wait_for(lambda: is_dead(orphan), timeout=2)
+    wait_until("the orphan to die", lambda: is_dead(orphan), timeout=2)
 
 
 def test_memory_bytes_counts_the_tree(launch) -> None:
@@ -177,14 +166,14 @@ def test_memory_bytes_counts_the_tree(launch) -> None:
 def test_kill_orphan_kills_a_live_group(launch) -> None:
     proc = launch("sh -c 'sleep 60' & sleep 60")
     leader = psutil.Process(proc.handle["pid"])
-    wait_for(lambda: len(leader.children(recursive=True)) >= 3)
+    wait_until("the tree to start", lambda: len(leader.children(recursive=True)) >= 3, timeout=10)
     tree = [leader, *leader.children(recursive=True)]
     handle = json.loads(json.dumps(proc.handle))
 
     restarted = load_backend("local")  # a new Trainer knows only the stored handle
     assert restarted.kill_orphan(handle) is True
     assert proc.wait(5) == 137
-    wait_for(lambda: all(is_dead(p) for p in tree), timeout=2)
+    wait_until("the tree to die", lambda: all(is_dead(p) for p in tree), timeout=2)
     assert restarted.kill_orphan(handle) is False  # reaped now: nothing to kill
 
 

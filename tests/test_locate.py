@@ -1,4 +1,5 @@
-"""Finding the kernel's notebook: each source in order, and the Jupyter sessions API over real HTTP."""
+"""Finding the kernel's notebook: each source in order, and the Jupyter sessions
+API over real HTTP."""
 
 from __future__ import annotations
 

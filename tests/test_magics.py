@@ -19,7 +19,10 @@ METRIC_REGEX = '"train: Iteration %{INT:iteration}, loss = %{FLOAT:loss}"'
 SMALL_JOB = [
     "import os\nprint('hello from the job')",
     "for i in range(1, 4):\n    print(f'Iteration {i}, loss = {1.0 / i:.4f}')",
-    "with open(os.path.join(os.environ['RESULT_DIR'], 'model.txt'), 'w') as f:\n    f.write('trained')",
+    (
+        "with open(os.path.join(os.environ['RESULT_DIR'], 'model.txt'), 'w') as f:\n"
+        "    f.write('trained')"
+    ),
 ]
 
 
@@ -176,7 +179,10 @@ def test_halt(kernel: Kernel, folder: Path) -> None:
     write_notebook(
         folder / "long.ipynb",
         [
-            "import time\nfor i in range(600):\n    print('step', i, flush=True)\n    time.sleep(0.2)"
+            (
+                "import time\nfor i in range(600):\n"
+                "    print('step', i, flush=True)\n    time.sleep(0.2)"
+            )
         ],
     )
     kernel.execute("job = %dlaas_train --notebook long.ipynb")

@@ -15,6 +15,8 @@ from dlaas_jupyter.packaging.manifest import (
 from dlaas_jupyter.proto import trainer_pb2 as pb
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+# The fewest fields a manifest needs.
+BASE = "name: n\nframework: {name: python, version: '3', command: c}\n"
 
 FULL = """\
 name: mnist-model
@@ -170,8 +172,7 @@ def test_ffdl_example_shape_tensorboard_metrics():
 
 def test_group_values_key_is_accepted_like_scalars():
     request = request_for(
-        "name: n\nframework: {name: python, version: '3', command: c}\n"
-        "evaluation_metrics:\n  type: regex_extractor\n  groups:\n    train:\n"
+        BASE + "evaluation_metrics:\n  type: regex_extractor\n  groups:\n    train:\n"
         "      regex: 'acc (?P<acc>\\S+)'\n      values:\n        acc: {type: float, value: $acc}\n"
     )
     assert dict(request.evaluation_metrics.groups["train"].values) == {
@@ -181,8 +182,7 @@ def test_group_values_key_is_accepted_like_scalars():
 
 def test_event_types_snake_case_alias():
     request = request_for(
-        "name: n\nframework: {name: python, version: '3', command: c}\n"
-        "evaluation_metrics: {type: tensorboard, event_types: [scalars]}\n"
+        BASE + "evaluation_metrics: {type: tensorboard, event_types: [scalars]}\n"
     )
     assert list(request.evaluation_metrics.eventTypes) == ["scalars"]
 
@@ -202,7 +202,7 @@ def test_the_first_job_example():
 
 
 def test_minimal_manifest_leaves_resources_datastores_and_metrics_unset():
-    request = request_for("name: n\nframework: {name: python, version: '3', command: c}\n")
+    request = request_for(BASE)
     assert not request.training.HasField("resources")
     assert not request.datastores
     assert not request.HasField("evaluation_metrics")
@@ -211,8 +211,7 @@ def test_minimal_manifest_leaves_resources_datastores_and_metrics_unset():
 
 def test_data_store_without_training_results_has_input_only():
     request = request_for(
-        "name: n\nframework: {name: python, version: '3', command: c}\n"
-        "data_stores:\n  - id: host\n    type: mount_volume\n"
+        BASE + "data_stores:\n  - id: host\n    type: mount_volume\n"
         "    training_data: {container: data}\n"
         "    connection: {type: host_mount, name: host-mount, path: /cosdata}\n"
     )
@@ -269,9 +268,6 @@ def test_unparseable_memory_is_refused_not_defaulted():
         "manifest field 'memory': cannot parse '12 parsecs' "
         "(expected a number and a unit MB, MiB, GB or GiB, e.g. 2GiB)"
     )
-
-
-BASE = "name: n\nframework: {name: python, version: '3', command: c}\n"
 
 
 @pytest.mark.parametrize(

@@ -13,21 +13,16 @@ from __future__ import annotations
 import json
 import time
 import zipfile
-from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
+from conftest import SMALL_CPUS, anys, job_request, wait_until
 
-from conftest import job_request
-from dlaas_jupyter.client import TrainerClient
+from dlaas_jupyter.client import TERMINAL, TrainerClient
 from dlaas_jupyter.client.errors import InvalidRequest
 from dlaas_jupyter.proto import trainer_pb2 as pb
 
-TERMINAL = (pb.COMPLETED, pb.FAILED, pb.HALTED)
-# Small, so that jobs of one test never queue behind each other on the session Trainer.
-SMALL_CPUS = 0.25
 GATE = "release"
 # gate.py in a job's zip: wait_gate() returns once the test creates the gate.
 GATE_PY = f"""\
@@ -39,8 +34,6 @@ def wait_gate():
         time.sleep(0.02)
 """
 ITERATION_REGEX = "Iteration %{INT:iteration}, loss = %{FLOAT:loss}"
-
-T = TypeVar("T")
 
 
 def gated(job: str) -> dict[str, str]:
@@ -96,18 +89,6 @@ def submit(
     return client.create(request)
 
 
-def wait_until(what: str, check: Callable[[], T], timeout: float = 60.0) -> T:
-    """Poll ``check`` until it returns something true; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def wait_done(client: TrainerClient, tid: str, timeout: float = 120.0) -> pb.Job:
     wait_until(f"{tid} to end", lambda: client.status(tid) in TERMINAL, timeout)
     return client.get(tid)
@@ -120,11 +101,6 @@ def records(client: TrainerClient, tid: str) -> list[pb.EMetrics]:
 
 def log_texts(client: TrainerClient, tid: str) -> list[str]:
     return [line.line for line in client.follow_logs(tid, poll_interval=0.1)]
-
-
-def typed(values: Mapping[str, pb.Any]) -> dict[str, tuple[str, str]]:
-    """A record's etimes or values as {key: (type name, text)}, for comparing."""
-    return {key: (pb.Any.DataType.Name(v.type), v.value) for key, v in values.items()}
 
 
 def assert_completed(client: TrainerClient, tid: str) -> None:
@@ -175,7 +151,7 @@ def test_mlp_classifier_loss_lines_become_one_typed_record_per_iteration(
         assert record.grouplabel == "train"
         assert record.meta.subid == "learner-1" and record.meta.rindex == n
         assert record.meta.training_id == tid and record.meta.user_id == client.user
-        assert typed(record.etimes) == {"iteration": ("INT", str(n))}
+        assert anys(record.etimes) == {"iteration": ("INT", str(n))}
         assert record.values["loss"].type == pb.Any.FLOAT
         assert float(record.values["loss"].value) == printed  # exactly what the log says
         assert abs(printed - loss) < 1e-8  # the log prints 8 decimals of loss_curve_
@@ -202,11 +178,11 @@ def test_regex_records_appear_while_the_job_runs(client: TrainerClient, tmp_path
 
     first = wait_until("the first record", lambda: client.emetrics(tid, pagesize=100))
     assert client.status(tid) == pb.PROCESSING  # the job is still waiting for the gate
-    assert [typed(r.values) for r in first] == [{"loss": ("FLOAT", "0.5")}]
+    assert [anys(r.values) for r in first] == [{"loss": ("FLOAT", "0.5")}]
     (data / GATE).touch()
     assert_completed(client, tid)
     got = records(client, tid)
-    assert [(typed(r.etimes), typed(r.values)) for r in got] == [
+    assert [(anys(r.etimes), anys(r.values)) for r in got] == [
         ({"iteration": ("INT", "1")}, {"loss": ("FLOAT", "0.5")}),
         ({"iteration": ("INT", "2")}, {"loss": ("FLOAT", "0.25")}),
     ]
@@ -236,7 +212,7 @@ def test_emit_records_appear_live_without_any_spec(client: TrainerClient, tmp_pa
     (data / GATE).touch()
     assert_completed(client, tid)
     got = records(client, tid)
-    assert [(r.grouplabel, typed(r.etimes), typed(r.values)) for r in got] == [
+    assert [(r.grouplabel, anys(r.etimes), anys(r.values)) for r in got] == [
         (
             "train",
             {"iteration": ("INT", "1")},
@@ -359,7 +335,7 @@ def test_two_line_record_split_across_collection_batches_is_one_record(
     (data / GATE).touch()
     assert_completed(client, tid)
     got = records(client, tid)
-    assert [(r.grouplabel, typed(r.etimes), typed(r.values), r.meta.rindex) for r in got] == [
+    assert [(r.grouplabel, anys(r.etimes), anys(r.values), r.meta.rindex) for r in got] == [
         ("epochs", {"epoch": ("INT", "3")}, {"loss": ("FLOAT", "0.5")}, 1)
     ]
 
@@ -384,7 +360,7 @@ def test_catastrophic_regex_is_cut_short_and_later_records_are_collected(
     assert time.monotonic() - started < 30
 
     got = records(client, tid)
-    assert [(r.grouplabel, typed(r.etimes), typed(r.values)) for r in got] == [
+    assert [(r.grouplabel, anys(r.etimes), anys(r.values)) for r in got] == [
         ("train", {"iteration": ("INT", str(i))}, {"loss": ("FLOAT", repr(1 / i))})
         for i in range(1, 6)
     ]
@@ -410,7 +386,7 @@ def test_bad_metrics_file_line_is_reported_in_the_log_and_skipped(client: Traine
     assert_completed(client, tid)
     got = records(client, tid)
     # rindex is the line number in the file: the bad line 2 is a gap, not renumbered.
-    assert [(r.meta.rindex, typed(r.etimes), typed(r.values)) for r in got] == [
+    assert [(r.meta.rindex, anys(r.etimes), anys(r.values)) for r in got] == [
         (1, {"iteration": ("INT", "1")}, {"loss": ("FLOAT", "0.5")}),
         (3, {"iteration": ("INT", "2")}, {"loss": ("FLOAT", "0.25")}),
     ]
@@ -568,7 +544,7 @@ def test_two_learners_emit_interleaved_records_followed_without_duplicates(
     for subid in ("learner-1", "learner-2"):
         mine = [r for r in got if r.meta.subid == subid]
         assert [r.meta.rindex for r in mine] == list(range(1, 201))
-        assert [typed(r.etimes) for r in mine] == [
+        assert [anys(r.etimes) for r in mine] == [
             {"iteration": ("INT", str(i))} for i in range(1, 201)
         ]
         assert [float(r.values["loss"].value) for r in mine] == [1 / i for i in range(1, 201)]
@@ -598,6 +574,6 @@ def test_halt_stores_every_record_printed_before_it(client: TrainerClient, tmp_p
     wait_until("the job to print its lines", (data / "printed").exists)
     assert client.halt(tid).status == pb.HALTED
     got = records(client, tid)
-    assert [(r.meta.rindex, typed(r.etimes), typed(r.values)) for r in got] == [
+    assert [(r.meta.rindex, anys(r.etimes), anys(r.values)) for r in got] == [
         (i, {"iteration": ("INT", str(i))}, {"loss": ("FLOAT", repr(1 / i))}) for i in range(1, 201)
     ]

@@ -26,14 +26,20 @@ def one_group(regex: str, **fields: object) -> pb.EMExtractionSpec:
     return regex_spec(g={"regex": regex, **fields})
 
 
-@pytest.fixture
-def tensorboard_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+def pretend_tensorboard(monkeypatch: pytest.MonkeyPatch, *, installed: bool) -> None:
+    """parse_spec sees the tensorboard package installed or not, whatever this venv has."""
     real = importlib.util.find_spec
+    found = object() if installed else None
     monkeypatch.setattr(
         importlib.util,
         "find_spec",
-        lambda name, *a: object() if name == "tensorboard" else real(name, *a),
+        lambda name, *a: found if name == "tensorboard" else real(name, *a),
     )
+
+
+@pytest.fixture
+def tensorboard_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    pretend_tensorboard(monkeypatch, installed=True)
 
 
 def test_no_spec_means_logs_only() -> None:
@@ -74,12 +80,7 @@ def test_tensorboard_synonyms(type_: str, tensorboard_installed: None) -> None:
 
 
 def test_tensorboard_without_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *a: None if name == "tensorboard" else real(name, *a),
-    )
+    pretend_tensorboard(monkeypatch, installed=False)
     with pytest.raises(SpecError) as error:
         parse_spec(pb.EMExtractionSpec(type="tensorboard"))
     assert str(error.value) == (

@@ -24,10 +24,10 @@ from dlaas_jupyter.packaging.notebook import (
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
 
-def write_notebook(path: Path, *cells: nbformat.NotebookNode | str, **metadata: object) -> Path:
+def write_notebook(path: Path, *cells: nbformat.NotebookNode | str) -> Path:
     """A notebook of ``cells`` (a str is a code cell) written with nbformat."""
     built = [new_code_cell(cell) if isinstance(cell, str) else cell for cell in cells]
-    notebook = new_notebook(cells=built, metadata={"kernelspec": KERNELSPEC, **metadata})
+    notebook = new_notebook(cells=built, metadata={"kernelspec": KERNELSPEC})
     nbformat.write(notebook, path)
     return path
 
@@ -86,13 +86,15 @@ def test_every_kind_of_ipython_syntax_is_converted_and_runs(tmp_path: Path) -> N
         tmp_path / "magics.ipynb",
         "!pip install numpy 'pandas>=2' -q\n%pip install --upgrade scikit-learn==1.5\n"
         "!python -m pip install -r extra.txt",
-        "%matplotlib inline\n%load_ext autoreload\n%config InlineBackend.figure_format = 'svg'\nlen?",
+        "%matplotlib inline\n%load_ext autoreload\n"
+        "%config InlineBackend.figure_format = 'svg'\nlen?",
         "%cd data\n%env DLAAS_TEST_VALUE=forty two\n%env",
         "%%writefile notes.txt\nwritten by the job\n",
         "!echo shell says hi\nlisting = !ls\nprint('listing', listing)",
         '%%bash\necho "bash says $((40 + 2))"',
         "%%time\nimport os\nprint('env', os.environ['DLAAS_TEST_VALUE'])",
-        "%time total = sum(range(5))\n%timeit -n 3 -r 1 total2 = total * 2\nprint('totals', total, total2)",
+        "%time total = sum(range(5))\n%timeit -n 3 -r 1 total2 = total * 2\n"
+        "print('totals', total, total2)",
         "for word in ['loop']:\n    !echo {word}\n    %matplotlib inline\nprint('after loop')",
         "%%html\n<b>not in a job</b>",
         "%dlaas_status",
@@ -194,7 +196,8 @@ def test_future_imports_move_to_the_top(tmp_path: Path) -> None:
     nb = write_notebook(
         tmp_path / "future.ipynb",
         "!echo first",
-        "from __future__ import annotations\ndef f(x: Undefined) -> int:\n    return 1\nprint(f(0))",
+        "from __future__ import annotations\n"
+        "def f(x: Undefined) -> int:\n    return 1\nprint(f(0))",
     )
     packaged = package_notebook(nb)
     result = run_script(packaged, tmp_path / "job")
@@ -236,7 +239,8 @@ def test_cell_body_gets_its_dependencies_from_cells_above_and_runs(tmp_path: Pat
         "import math\nimport json  # unused",
         "SCALE = 10\nunused_constant = [1, 2, 3]\nprint('exploring')",
         skip_cell("SCALE = 1000"),
-        "def area(r):\n    return round(math.pi * r ** 2 * SCALE, 2)\n\ndef unused_function():\n    return json",
+        "def area(r):\n    return round(math.pi * r ** 2 * SCALE, 2)\n\n"
+        "def unused_function():\n    return json",
         "plot_data = area(5)\nprint('more exploring', plot_data)",
         "%%dlaas_train --gpus 1\n" + TRAIN_BODY,
         "print('a cell below')\nSCALE = 99",
@@ -364,18 +368,13 @@ def test_cell_mode_errors_name_the_cell(tmp_path: Path) -> None:
 # --- stale cells ------------------------------------------------------------------------
 
 
-def saved_with_counts(path: Path, *cells: tuple[str, int | None]) -> Path:
-    built = []
-    for source, count in cells:
-        cell = new_code_cell(source)
-        cell.execution_count = count
-        built.append(cell)
-    return write_notebook(path, new_markdown_cell("intro"), *built)
-
-
 def test_stale_cells(tmp_path: Path) -> None:
-    nb = saved_with_counts(
-        tmp_path / "nb.ipynb", ("a = 1", 1), ("%env X=1\nb = 2", 2), ("c = 3", 3)
+    nb = write_notebook(
+        tmp_path / "nb.ipynb",
+        new_markdown_cell("intro"),
+        new_code_cell("a = 1", execution_count=1),
+        new_code_cell("%env X=1\nb = 2", execution_count=2),
+        new_code_cell("c = 3", execution_count=3),
     )
     # In[] holds IPython's transformation of what ran, with In[0] empty.
     in_sync = ["", "a = 1", "get_ipython().run_line_magic('env', 'X=1')\nb = 2\n", "c = 3"]

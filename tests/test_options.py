@@ -50,7 +50,7 @@ def manifest(tmp_path: Path) -> Path:
     return path
 
 
-def test_defaults(tmp_path: Path) -> None:
+def test_defaults() -> None:
     request = build_request(ZIP, TrainOptions(), default_name="my-notebook")
     assert request.model_definition.name == "my-notebook"
     assert request.model_definition.content == ZIP

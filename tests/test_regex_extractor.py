@@ -9,10 +9,11 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from conftest import Notes, anys
 
 from dlaas_jupyter.proto import trainer_pb2 as pb
 from dlaas_jupyter.trainer.metrics.regex_extractor import Lead, RegexExtractor, lead, timestamp_ms
-from dlaas_jupyter.trainer.metrics.spec import parse_spec
+from dlaas_jupyter.trainer.metrics.spec import MetricsSpec, parse_spec
 
 TRAIN = {
     "regex": "Iteration %{INT:iteration}, loss = %{FLOAT:loss}",
@@ -39,8 +40,8 @@ MLP_LOG = [
     "Iteration 4, loss = 0.98765432",
     (
         "/usr/lib/python3/dist-packages/sklearn/neural_network/_multilayer_perceptron.py:691: "
-        "ConvergenceWarning: Stochastic Optimizer: Maximum iterations (4) reached and the optimization "
-        "hasn't converged yet."
+        "ConvergenceWarning: Stochastic Optimizer: Maximum iterations (4) reached and the "
+        "optimization hasn't converged yet."
     ),
     "  warnings.warn(",
 ]
@@ -58,33 +59,24 @@ def sgd_epoch(epoch: int) -> list[str]:
     ]
 
 
-class Notes(list):
-    """The LogNote a test passes: remembers (subid, message) pairs."""
-
-    def __call__(self, subid: str, message: str) -> None:
-        self.append((subid, message))
+def spec(line_lookahead: int = 0, **groups: dict) -> MetricsSpec:
+    """A regex_extractor spec of ``groups``, parsed as the Trainer parses it."""
+    em = pb.EMExtractionSpec(type="regex_extractor", line_lookahead=line_lookahead, groups=groups)
+    return parse_spec(em)
 
 
 def extractor(
     notes: Notes | None = None, line_lookahead: int = 0, **groups: dict
 ) -> RegexExtractor:
-    spec = pb.EMExtractionSpec(type="regex_extractor", line_lookahead=line_lookahead, groups=groups)
-    return RegexExtractor(parse_spec(spec), Notes() if notes is None else notes)
-
-
-def values(record: pb.EMetrics, field: str = "values") -> dict[str, tuple[str, str]]:
-    return {
-        key: (pb.Any.DataType.Name(any_.type), any_.value)
-        for key, any_ in getattr(record, field).items()
-    }
+    return RegexExtractor(spec(line_lookahead, **groups), Notes() if notes is None else notes)
 
 
 def test_mlp_classifier_log() -> None:
     records = extractor(train=TRAIN).feed("learner-1", MLP_LOG)
-    assert [values(r, "etimes") for r in records] == [
+    assert [anys(r.etimes) for r in records] == [
         {"iteration": ("INT", str(i))} for i in range(1, 5)
     ]
-    assert [values(r) for r in records] == [
+    assert [anys(r.values) for r in records] == [
         {"loss": ("FLOAT", "2.30012345")},
         {"loss": ("FLOAT", "1.87654321")},
         {"loss": ("FLOAT", "1.2")},
@@ -103,7 +95,7 @@ def test_sgd_classifier_log_with_ffdl_window_semantics() -> None:
     # epoch 2's record is then found at the window start, and the lines after
     # it go with that match, so epoch 3 is missed.
     assert [r.etimes["epoch"].value for r in records] == ["1", "2", "4"]
-    assert values(records[0]) == {"loss": ("FLOAT", "1.0"), "norm": ("FLOAT", "0.5")}
+    assert anys(records[0].values) == {"loss": ("FLOAT", "1.0"), "norm": ("FLOAT", "0.5")}
 
 
 def test_leading_lazy_dot_skips_unmatched_lines() -> None:
@@ -117,7 +109,7 @@ def test_record_split_across_two_feeds() -> None:
     first, second, _ = sgd_epoch(3)
     assert sgd.feed("learner-1", [first]) == []
     (record,) = sgd.feed("learner-1", [second])
-    assert values(record, "etimes") == {"epoch": ("INT", "3")}
+    assert anys(record.etimes) == {"epoch": ("INT", "3")}
 
 
 def test_windows_are_per_learner() -> None:
@@ -139,7 +131,7 @@ def test_three_line_record_with_lookahead_4() -> None:
     abc = extractor(abc=THREE_LINES)
     assert abc.feed("learner-1", ["a=1", "b=2"]) == []
     (record,) = abc.feed("learner-1", ["c=3", "a=4", "b=5", "c=6"])[:1]
-    assert values(record) == {"a": ("INT", "1"), "c": ("INT", "3")}
+    assert anys(record.values) == {"a": ("INT", "1"), "c": ("INT", "3")}
 
 
 def test_window_too_short_for_the_record() -> None:
@@ -186,14 +178,14 @@ def test_literal_values_and_all_types() -> None:
     (record,) = extractor(test=group).feed(
         "learner-1", ['step 12 acc=0.875 tag=best cfg={"lr": 0.01}']
     )
-    assert values(record) == {
+    assert anys(record.values) == {
         "acc": ("FLOAT", "0.875"),
         "tag": ("STRING", "best"),
         "cfg": ("JSONSTRING", '{"lr": 0.01}'),
         "version": ("INT", "3"),
         "model": ("STRING", "mlp"),
     }
-    assert values(record, "etimes") == {"step": ("INT", "12"), "phase": ("FLOAT", "0.5")}
+    assert anys(record.etimes) == {"step": ("INT", "12"), "phase": ("FLOAT", "0.5")}
 
 
 def test_value_not_of_its_type_is_sent_as_string_and_noted_once() -> None:
@@ -205,7 +197,7 @@ def test_value_not_of_its_type_is_sent_as_string_and_noted_once() -> None:
     records = extractor(notes, line_lookahead=1, e=group).feed(
         "learner-2", ["epoch one", "epoch two", "epoch 3"]
     )
-    assert [values(r) for r in records] == [
+    assert [anys(r.values) for r in records] == [
         {"epoch": ("STRING", "one")},
         {"epoch": ("STRING", "two")},
         {"epoch": ("INT", "3")},
@@ -232,7 +224,7 @@ def test_group_that_took_no_part_is_left_out() -> None:
     records = extractor(line_lookahead=1, g=group).feed(
         "learner-1", ["loss=0.5 acc=0.9", "loss=0.4"]
     )
-    assert [values(r) for r in records] == [
+    assert [anys(r.values) for r in records] == [
         {"loss": ("FLOAT", "0.5"), "acc": ("FLOAT", "0.9")},
         {"loss": ("FLOAT", "0.4")},
     ]
@@ -304,7 +296,7 @@ def test_meta_time_from_the_log(regex: str, line: str, expected: int) -> None:
         "learner-1", [line]
     )
     assert record.meta.time == expected
-    assert values(record) == {"loss": ("FLOAT", "0.5")}
+    assert anys(record.values) == {"loss": ("FLOAT", "0.5")}
 
 
 def test_meta_time_not_a_timestamp() -> None:
@@ -463,16 +455,15 @@ def test_prefilter_never_changes_what_is_found(lookahead: int) -> None:
         "",
     ]
     lines = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(4))) for _ in range(3000)]
-    patterns = [p for p in PATTERNS if p]
-    for start in range(0, len(patterns), 4):
-        chosen = patterns[start : start + 4]
+    for start in range(0, len(PATTERNS), 4):
+        chosen = PATTERNS[start : start + 4]
         groups = {
             f"g{i}": {"regex": pattern, "values": {"n": {"type": "INT", "value": "1"}}}
             for i, pattern in enumerate(chosen)
         }
         extract = extractor(line_lookahead=lookahead, **groups)
-        spec = parse_spec(pb.EMExtractionSpec(type="regex_extractor", groups=groups))
-        expected = reference_records([(g.name, g.pattern) for g in spec.groups], lines, lookahead)
+        parsed = spec(**groups).groups
+        expected = reference_records([(g.name, g.pattern) for g in parsed], lines, lookahead)
         got = [
             r.grouplabel
             for base in range(0, len(lines), 7)
@@ -489,21 +480,8 @@ def test_lead_admits_every_match() -> None:
         "".join(rng.choice(alphabet) for _ in range(rng.randrange(6))) + "\n" for _ in range(3000)
     ]
     for pattern_text in PATTERNS:
-        pattern = (
-            parse_spec(
-                pb.EMExtractionSpec(
-                    type="regex_extractor",
-                    groups={
-                        "g": {
-                            "regex": pattern_text or "x",
-                            "values": {"n": {"type": "INT", "value": "1"}},
-                        }
-                    },
-                )
-            )
-            .groups[0]
-            .pattern
-        )
+        group = {"regex": pattern_text, "values": {"n": {"type": "INT", "value": "1"}}}
+        pattern = spec(g=group).groups[0].pattern
         leading = lead(pattern.pattern)
         for text in texts:
             if pattern.match(text):

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from dlaas_jupyter.proto import trainer_pb2 as pb
 from dlaas_jupyter.trainer.requirements import missing_requirements
-from tests.conftest import job_request
+from tests.conftest import SMALL_CPUS, job_request, make_zip
 from tests.test_trainer_jobs import Api, with_data
 
 
@@ -36,8 +34,12 @@ def _wheel(name: str, module_source: str) -> tuple[str, bytes]:
     dist = f"{name}-1.0"
     files = {
         f"{name}/__init__.py": module_source.encode(),
-        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
-        f"{dist}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode()
+        ),
+        f"{dist}.dist-info/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
     }
     record = []
     for path, data in files.items():
@@ -45,11 +47,7 @@ def _wheel(name: str, module_source: str) -> tuple[str, bytes]:
         record.append(f"{path},sha256={digest},{len(data)}")
     record.append(f"{dist}.dist-info/RECORD,,")
     files[f"{dist}.dist-info/RECORD"] = ("\n".join(record) + "\n").encode()
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for path, data in files.items():
-            archive.writestr(path, data)
-    return f"{dist}-py3-none-any.whl", buffer.getvalue()
+    return f"{dist}-py3-none-any.whl", make_zip(files)
 
 
 @pytest.fixture
@@ -64,7 +62,7 @@ def test_missing_requirements_are_installed_for_the_job_only(api, tmp_path: Path
     request = job_request(
         "python -c 'import dlaas_reqtest, psutil; print(\"answer\", dlaas_reqtest.ANSWER)'",
         {"requirements.txt": f"psutil\n./{wheel_name}\n", wheel_name: wheel},
-        cpus=0.25,
+        cpus=SMALL_CPUS,
     )
     tid = api.create(with_data(request, tmp_path))
     job = api.wait(tid)
@@ -79,7 +77,8 @@ def test_missing_requirements_are_installed_for_the_job_only(api, tmp_path: Path
 
 
 def test_a_requirement_pip_cannot_install_fails_the_job_before_it_runs(api, tmp_path: Path) -> None:
-    request = job_request("echo should-not-run", {"requirements.txt": "./missing-1.0-py3-none-any.whl\n"}, cpus=0.25)
+    files = {"requirements.txt": "./missing-1.0-py3-none-any.whl\n"}
+    request = job_request("echo should-not-run", files, cpus=SMALL_CPUS)
     tid = api.create(with_data(request, tmp_path))
     job = api.wait(tid)
     assert job.status.status == pb.FAILED

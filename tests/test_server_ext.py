@@ -15,19 +15,18 @@ import io
 import json
 import os
 import re
-import socket
 import sys
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import psutil
 import pytest
 import yaml
-from conftest import job_request
-from pytest_jupyter.jupyter_server import *  # the fixtures; see the module doc
+from conftest import SMALL_CPUS, closed_port_url, job_request
+from kernel import write_notebook
+from pytest_jupyter.jupyter_server import *  # noqa: F403 - the fixtures; see the module doc
 from tornado.httpclient import HTTPResponse
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from traitlets.config import Config
@@ -41,7 +40,6 @@ from dlaas_jupyter.server_ext.app import ROUTES, DlaasExtension
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENAPI = ROOT / "dlaas_jupyter" / "server_ext" / "openapi.yaml"
-SMALL_CPUS = 0.25  # so jobs of one test never queue behind each other on the session Trainer
 TERMINAL = {"COMPLETED", "FAILED", "HALTED"}
 LOSS_REGEX = "step %{INT:step} loss %{FLOAT:loss}"
 
@@ -127,39 +125,6 @@ def api(jp_fetch) -> Api:
     return Api(jp_fetch)
 
 
-def write_notebook(path: Path, *sources: str) -> Path:
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in sources]
-    notebook.metadata["kernelspec"] = {
-        "name": "python3",
-        "language": "python",
-        "display_name": "Python 3",
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(notebook, path)
-    return path
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def local_data(request: pb.CreateRequest, folder: Path) -> pb.CreateRequest:
-    """``request`` with ``folder`` as the job's DATA_DIR."""
-    request.datastores.append(
-        pb.Datastore(
-            id="local-data",
-            type="mount_volume",
-            connection={"type": "host_mount", "name": "host-mount", "path": str(folder)},
-            fields={"bucket": ""},
-        )
-    )
-    request.training.input_data.append("local-data")
-    return request
-
-
 # -- the extension is there ---------------------------------------------------------
 
 
@@ -222,10 +187,13 @@ async def test_versions(api: Api) -> None:
 async def test_submit_a_notebook_then_read_everything_back(
     api: Api, jp_root_dir: Path, user: str
 ) -> None:
+    (jp_root_dir / "work").mkdir()
     write_notebook(
         jp_root_dir / "work" / "train.ipynb",
-        "import math",
-        "for step in range(1, 6):\n    print(f'step {step} loss {1 / step}', flush=True)",
+        [
+            "import math",
+            "for step in range(1, 6):\n    print(f'step {step} loss {1 / step}', flush=True)",
+        ],
     )
     code, submitted = await api.call(
         "POST",
@@ -371,7 +339,7 @@ async def test_a_job_without_results_to_download_is_409(api: Api, aclient) -> No
     assert code == 409 and "no results folder" in body["message"]
 
 
-@pytest.mark.parametrize("trainer_url", [f"grpc://127.0.0.1:{closed_port()}"])
+@pytest.mark.parametrize("trainer_url", [closed_port_url()])
 async def test_a_trainer_that_is_down_is_502(api: Api, trainer_url: str) -> None:
     health = await api.get("health")
     assert health["reachable"] is False and health["trainer"] == trainer_url
@@ -399,8 +367,8 @@ async def test_an_unusable_configuration_is_503_with_the_reason(api: Api) -> Non
 async def test_submission_errors_name_the_problem(
     api: Api, jp_root_dir: Path, tmp_path: Path
 ) -> None:
-    write_notebook(jp_root_dir / "nb.ipynb", "print('hi')")
-    outside = write_notebook(tmp_path / "outside.ipynb", "print('outside')")
+    write_notebook(jp_root_dir / "nb.ipynb", ["print('hi')"])
+    outside = write_notebook(tmp_path / "outside.ipynb", ["print('outside')"])
     (jp_root_dir / "link.ipynb").symlink_to(outside)
     (jp_root_dir / "folder").mkdir()
     (jp_root_dir / "bad.yml").write_text("name: x\nframwork: {name: python}\n")
@@ -581,4 +549,4 @@ def test_openapi_is_valid_openapi_3() -> None:
     validator.validate(yaml.safe_load(OPENAPI.read_text()))
 
 
-__all__ = ["Api", "api", "jp_asyncio_loop", "jp_server_config", "trainer_url", "write_notebook"]
+__all__ = ["Api", "api", "jp_asyncio_loop", "jp_server_config", "trainer_url"]

@@ -9,17 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import job_request
-from pytest_jupyter.jupyter_server import *  # the fixtures; see test_server_ext.py
+from conftest import SMALL_CPUS, closed_port_url, job_request
+from kernel import write_notebook
+from pytest_jupyter.jupyter_server import *  # noqa: F403 - the fixtures; see test_server_ext.py
 from test_server_ext import (  # the shared server fixtures and helpers
-    SMALL_CPUS,
     Api,
     api,
-    closed_port,
     jp_asyncio_loop,
     jp_server_config,
     trainer_url,
-    write_notebook,
 )
 from tornado.httpclient import HTTPClientError
 from tornado.websocket import WebSocketClientConnection
@@ -70,6 +68,11 @@ async def until_end(ws: WebSocketClientConnection) -> tuple[list[dict], list[flo
             return messages, arrivals
 
 
+def logged(messages: list[dict]) -> list[dict]:
+    """The log lines the "log" messages carried, in order."""
+    return [line for m in messages if m["type"] == "log" for line in m["lines"]]
+
+
 async def all_lines(api: Api, training_id: str) -> list[dict]:
     lines: list[dict] = []
     while page := (
@@ -84,7 +87,7 @@ async def all_lines(api: Api, training_id: str) -> list[dict]:
 async def test_a_jobs_events_from_submission_to_end(
     api: Api, jp_ws_fetch, jp_root_dir: Path
 ) -> None:
-    write_notebook(jp_root_dir / "flood.ipynb", GATE_CELL, FLOOD_CELL)
+    write_notebook(jp_root_dir / "flood.ipynb", [GATE_CELL, FLOOD_CELL])
     code, submitted = await api.call(
         "POST",
         "jobs",
@@ -110,7 +113,7 @@ async def test_a_jobs_events_from_submission_to_end(
     statuses = [m["job"]["status"] for m in [first, *messages] if m["type"] == "status"]
     assert statuses[-1] == "COMPLETED" and statuses == sorted(set(statuses), key=LIFECYCLE.index)
 
-    lines = [line for m in messages if m["type"] == "log" for line in m["lines"]]
+    lines = logged(messages)
     assert lines == await all_lines(api, training_id)  # each line once, in order
     printed = [line["line"] for line in lines if line["line"].startswith("line ")]
     assert printed == [f"line {i}" for i in range(1, LINES + 1)]
@@ -123,7 +126,8 @@ async def test_a_jobs_events_from_submission_to_end(
     assert max(batches) <= BATCH and len(batches) < len(lines) / 100  # batched, not line by line
     # At most ten messages a second: any eleven span a second (less scheduling jitter).
     assert len(arrivals) > 11
-    assert min(later - earlier for earlier, later in zip(arrivals, arrivals[10:])) > 0.8
+    spans = [later - earlier for earlier, later in zip(arrivals, arrivals[10:], strict=False)]
+    assert min(spans) > 0.8
 
 
 async def test_a_finished_jobs_events_replay_it_and_end(api: Api, aclient, jp_ws_fetch) -> None:
@@ -134,11 +138,7 @@ async def test_a_finished_jobs_events_replay_it_and_end(api: Api, aclient, jp_ws
     ws = await jp_ws_fetch("dlaas", "api", "jobs", training_id, "events")
     messages, _ = await until_end(ws)
     assert messages[0] == {"type": "status", "job": finished}
-    assert [line["line"] for m in messages if m["type"] == "log" for line in m["lines"]][-3:] == [
-        "line 1",
-        "line 2",
-        "line 3",
-    ]
+    assert [line["line"] for line in logged(messages)][-3:] == ["line 1", "line 2", "line 3"]
     assert [m["type"] for m in messages].count("status") == 1 and messages[-1] == {"type": "end"}
 
 
@@ -153,7 +153,7 @@ async def test_a_finished_jobs_events_with_a_tail_send_only_its_last_lines(
         "dlaas", "api", "jobs", training_id, "events", params={"tail": "5"}
     )
     messages, _ = await until_end(ws)
-    lines = [line["line"] for m in messages if m["type"] == "log" for line in m["lines"]]
+    lines = [line["line"] for line in logged(messages)]
     assert lines == [f"line {i}" for i in range(996, 1001)]
     for tail in ("-1", "many"):
         with pytest.raises(HTTPClientError) as refused:
@@ -216,7 +216,7 @@ async def test_the_job_list_socket_sees_a_new_job_and_its_changes_only(
     second_socket.close()
 
 
-@pytest.mark.parametrize("trainer_url", [f"grpc://127.0.0.1:{closed_port()}"])
+@pytest.mark.parametrize("trainer_url", [closed_port_url()])
 async def test_the_job_list_socket_says_when_the_trainer_is_down(
     jp_ws_fetch, trainer_url: str
 ) -> None:

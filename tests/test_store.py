@@ -91,6 +91,14 @@ def reference_page(
     return kept[:n]
 
 
+def queries(
+    subid: str, pagesizes: tuple[int, ...], positions: tuple[int, ...], sinces: list[str]
+) -> Iterator[dict[str, Any]]:
+    """Every combination of the given Query arguments, as keyword arguments."""
+    for pagesize, pos, since in itertools.product(pagesizes, positions, sinces):
+        yield {"subid": subid, "pos": pos, "pagesize": pagesize, "since": since}
+
+
 # -- schema -------------------------------------------------------------------
 
 
@@ -387,16 +395,9 @@ def test_log_page_documented_cases(store: Store, job: str, logged: list[Rec]) ->
 @pytest.mark.parametrize("subid", ["", "learner-1", "learner-2", "learner-9"])
 def test_log_page_matches_reference(store: Store, job: str, logged: list[Rec], subid: str) -> None:
     sinces = ["", str(logged[0][0]), str(logged[11][0]), str(logged[25][0] + 1)]
-    for pagesize in (0, 1, 3, 7, 50):
-        for pos in (-40, -12, -5, -2, -1, 0, 1, 2, 5, 9, 17, 30):
-            for since in sinces:
-                args: dict[str, Any] = {
-                    "subid": subid,
-                    "pos": pos,
-                    "pagesize": pagesize,
-                    "since": since,
-                }
-                assert log_recs(store.log_page(job, **args)) == reference_page(logged, **args), args
+    positions = (-40, -12, -5, -2, -1, 0, 1, 2, 5, 9, 17, 30)
+    for args in queries(subid, (0, 1, 3, 7, 50), positions, sinces):
+        assert log_recs(store.log_page(job, **args)) == reference_page(logged, **args), args
 
 
 def test_log_page_rejects_bad_arguments(store: Store, job: str) -> None:
@@ -618,18 +619,9 @@ def test_emetrics_page_matches_reference(
     store: Store, job: str, measured: list[Rec], subid: str
 ) -> None:
     sinces = ["", str(measured[5][0]), str(measured[20][0] + 1)]
-    for pagesize in (0, 1, 4, 50):
-        for pos in (-30, -7, -2, -1, 0, 1, 2, 5, 9, 20):
-            for since in sinces:
-                args: dict[str, Any] = {
-                    "subid": subid,
-                    "pos": pos,
-                    "pagesize": pagesize,
-                    "since": since,
-                }
-                assert em_recs(store.emetrics_page(job, **args)) == reference_page(
-                    measured, **args
-                ), args
+    positions = (-30, -7, -2, -1, 0, 1, 2, 5, 9, 20)
+    for args in queries(subid, (0, 1, 4, 50), positions, sinces):
+        assert em_recs(store.emetrics_page(job, **args)) == reference_page(measured, **args), args
 
 
 def test_emetrics_after_follows_with_time_cursor(

@@ -9,21 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import Notes, anys
 
 from dlaas_jupyter.proto import trainer_pb2 as pb
 from dlaas_jupyter.trainer.metrics.tensorboard import TensorBoardWatcher
 
 tensorboardX = pytest.importorskip("tensorboardX")
 pytest.importorskip("tensorboard")
-
-
-class Notes(list):
-    def __call__(self, subid: str, message: str) -> None:
-        self.append((subid, message))
-
-
-def anys(entries) -> dict[str, tuple[str, str]]:
-    return {key: (pb.Any.DataType.Name(a.type), a.value) for key, a in entries.items()}
 
 
 def summary(record: pb.EMetrics) -> tuple[str, int, dict[str, float]]:

@@ -9,6 +9,7 @@ creates, so no test depends on how fast this machine is.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import stat
 import threading
@@ -22,7 +23,7 @@ import grpc
 import psutil
 import pytest
 
-from conftest import RunningTrainer, job_request, make_zip, start_trainer, stop_trainer
+from conftest import SMALL_CPUS, RunningTrainer, job_request, make_zip, start_trainer, stop_trainer
 from dlaas_jupyter.proto import trainer_pb2 as pb
 from dlaas_jupyter.proto import trainer_pb2_grpc as pb_grpc
 from dlaas_jupyter.trainer.store import Store
@@ -30,8 +31,6 @@ from dlaas_jupyter.trainer.store import Store
 TERMINAL = (pb.COMPLETED, pb.FAILED, pb.HALTED)
 FOLLOW = ("dlaas-follow", "1")
 CALL_TIMEOUT = 30.0
-# Small, so that jobs of one test never queue behind each other on the session Trainer.
-SMALL_CPUS = 0.25
 # Runs until the test creates $DATA_DIR/release.
 GATED = 'echo waiting; while [ ! -e "$DATA_DIR/release" ]; do sleep 0.05; done; echo released'
 TICKER = """\
@@ -52,6 +51,7 @@ class Api:
     """The raw Trainer stub of one user, with the calls these tests repeat."""
 
     def __init__(self, trainer: RunningTrainer, user: str) -> None:
+        self.trainer = trainer
         self.user = user
         self.channel = grpc.insecure_channel(
             trainer.target, options=[("grpc.max_receive_message_length", 64 * 2**20)]
@@ -191,18 +191,22 @@ def submit(api: Api, data: Path) -> Callable[..., str]:
 
 
 @pytest.fixture
-def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RunningTrainer]]:
-    """Start Trainers of this test's own; all are stopped afterwards."""
-    started: list[RunningTrainer] = []
+def private(
+    tmp_path_factory: pytest.TempPathFactory, user: str
+) -> Iterator[Callable[..., Api]]:
+    """Start Trainers of this test's own, each with an Api as the test's user;
+    all are closed and stopped afterwards."""
+    started: list[Api] = []
 
-    def start(*args: str, data_dir: Path | None = None) -> RunningTrainer:
-        running = start_trainer(data_dir or tmp_path_factory.mktemp("private"), *args)
-        started.append(running)
-        return running
+    def start(*args: str, data_dir: Path | None = None) -> Api:
+        api = Api(start_trainer(data_dir or tmp_path_factory.mktemp("private"), *args), user)
+        started.append(api)
+        return api
 
     yield start
-    for running in started:
-        stop_trainer(running)
+    for api in started:
+        api.close()
+        stop_trainer(api.trainer)
 
 
 # -- lifecycle ------------------------------------------------------------------
@@ -314,7 +318,7 @@ def test_three_learners_log_separately_in_time_order(api, submit):
 
     lines = api.logs(tid)
     times = [line.meta.time for line in lines]
-    assert all(a < b for a, b in zip(times, times[1:])), "time must strictly increase"
+    assert all(a < b for a, b in itertools.pairwise(times)), "time must strictly increase"
     pids = set()
     for n in (1, 2, 3):
         own = [line for line in lines if line.meta.subid == f"learner-{n}"]
@@ -331,56 +335,46 @@ def test_three_learners_log_separately_in_time_order(api, submit):
 
 
 @pytest.mark.slow
-def test_job_waits_for_cpus_and_starts_when_they_free(private, user, data):
-    trainer = private("--cpus", "1")
-    api = Api(trainer, user)
-    try:
-        first = api.create(with_data(job_request(GATED, cpus=1), data))
-        api.wait(first, pb.PROCESSING)
-        second = api.create(with_data(job_request("echo second ran", cpus=1), data))
-        for _ in range(10):  # it stays queued, saying why, as long as the first runs
-            job = api.job(second)
-            assert job.status.status == pb.QUEUED
-            time.sleep(0.05)
-        message = job.status.status_message
-        assert "Waiting" in message and "CPU" in message, message
-        assert api.job(first).status.status == pb.PROCESSING
+def test_job_waits_for_cpus_and_starts_when_they_free(private, data):
+    api = private("--cpus", "1")
+    first = api.create(with_data(job_request(GATED, cpus=1), data))
+    api.wait(first, pb.PROCESSING)
+    second = api.create(with_data(job_request("echo second ran", cpus=1), data))
+    for _ in range(10):  # it stays queued, saying why, as long as the first runs
+        job = api.job(second)
+        assert job.status.status == pb.QUEUED
+        time.sleep(0.05)
+    message = job.status.status_message
+    assert "Waiting" in message and "CPU" in message, message
+    assert api.job(first).status.status == pb.PROCESSING
 
-        (data / "release").touch()
-        done_first = api.wait(first)
-        done_second = api.wait(second)
-        assert done_first.status.status == done_second.status.status == pb.COMPLETED
-        started = int(done_second.status.process_start_timestamp)
-        assert started >= int(done_first.status.completion_timestamp)
-        assert api.texts(second) == ["second ran"]
-    finally:
-        api.close()
+    (data / "release").touch()
+    done_first = api.wait(first)
+    done_second = api.wait(second)
+    assert done_first.status.status == done_second.status.status == pb.COMPLETED
+    started = int(done_second.status.process_start_timestamp)
+    assert started >= int(done_first.status.completion_timestamp)
+    assert api.texts(second) == ["second ran"]
 
 
-def test_gpu_job_on_machine_without_gpus_fails_s100(private, user, data):
-    api = Api(private("--gpus", "0"), user)
-    try:
-        tid = api.create(with_data(job_request("echo never", gpus=1), data))
-        job = api.wait(tid)
-        assert job.status.status == pb.FAILED
-        assert job.status.error_code == "S100"
-        assert "GPU" in job.status.status_message, job.status.status_message
-        assert not job.status.process_start_timestamp
-    finally:
-        api.close()
+def test_gpu_job_on_machine_without_gpus_fails_s100(private, data):
+    api = private("--gpus", "0")
+    tid = api.create(with_data(job_request("echo never", gpus=1), data))
+    job = api.wait(tid)
+    assert job.status.status == pb.FAILED
+    assert job.status.error_code == "S100"
+    assert "GPU" in job.status.status_message, job.status.status_message
+    assert not job.status.process_start_timestamp
 
 
-def test_gpu_job_sees_one_device(private, user, data):
-    api = Api(private("--gpus", "2"), user)
-    try:
-        command = 'echo "gpus=$GPU_COUNT devices=$CUDA_VISIBLE_DEVICES"'
-        tid = api.create(with_data(job_request(command, gpus=1), data))
-        job = api.wait(tid)
-        assert job.status.status == pb.COMPLETED, job.status.status_message
-        [line] = api.texts(tid)
-        assert line in ("gpus=1 devices=0", "gpus=1 devices=1"), line
-    finally:
-        api.close()
+def test_gpu_job_sees_one_device(private, data):
+    api = private("--gpus", "2")
+    command = 'echo "gpus=$GPU_COUNT devices=$CUDA_VISIBLE_DEVICES"'
+    tid = api.create(with_data(job_request(command, gpus=1), data))
+    job = api.wait(tid)
+    assert job.status.status == pb.COMPLETED, job.status.status_message
+    [line] = api.texts(tid)
+    assert line in ("gpus=1 devices=0", "gpus=1 devices=1"), line
 
 
 # -- memory ---------------------------------------------------------------------------
@@ -435,31 +429,27 @@ def test_halting_completed_job_changes_nothing(api, submit):
     assert api.job(tid).status == before.status
 
 
-def test_halting_queued_job_never_runs_it(private, user, data, tmp_path):
-    trainer = private("--cpus", "1")
-    api = Api(trainer, user)
-    try:
-        blocker = api.create(with_data(job_request(GATED, cpus=1), data))
-        api.wait(blocker, pb.PROCESSING)
-        marker = tmp_path / "ran"
-        queued = api.create(with_data(job_request(f"touch {marker}", cpus=1), data))
-        assert api.job(queued).status.status == pb.QUEUED
+def test_halting_queued_job_never_runs_it(private, data, tmp_path):
+    api = private("--cpus", "1")
+    blocker = api.create(with_data(job_request(GATED, cpus=1), data))
+    api.wait(blocker, pb.PROCESSING)
+    marker = tmp_path / "ran"
+    queued = api.create(with_data(job_request(f"touch {marker}", cpus=1), data))
+    assert api.job(queued).status.status == pb.QUEUED
 
-        assert api.halt(queued).status == pb.HALTED
-        job = api.job(queued)
-        assert job.status.status == pb.HALTED and job.status.status_message == "Halted by user"
-        assert job.status.completion_timestamp.isdecimal()
+    assert api.halt(queued).status == pb.HALTED
+    job = api.job(queued)
+    assert job.status.status == pb.HALTED and job.status.status_message == "Halted by user"
+    assert job.status.completion_timestamp.isdecimal()
 
-        (data / "release").touch()
-        assert api.wait(blocker).status.status == pb.COMPLETED
-        time.sleep(0.3)  # the freed CPU must not start the halted job
-        job = api.job(queued)
-        assert job.status.status == pb.HALTED
-        assert not job.status.process_start_timestamp and not job.status.download_start_timestamp
-        assert {s for s, _, _ in history(trainer, queued)} == {pb.QUEUED, pb.HALTED}
-        assert not marker.exists()
-    finally:
-        api.close()
+    (data / "release").touch()
+    assert api.wait(blocker).status.status == pb.COMPLETED
+    time.sleep(0.3)  # the freed CPU must not start the halted job
+    job = api.job(queued)
+    assert job.status.status == pb.HALTED
+    assert not job.status.process_start_timestamp and not job.status.download_start_timestamp
+    assert {s for s, _, _ in history(api.trainer, queued)} == {pb.QUEUED, pb.HALTED}
+    assert not marker.exists()
 
 
 # -- delete --------------------------------------------------------------------------------
@@ -584,65 +574,55 @@ def test_odd_output_is_collected_whole(api, submit):
 
 
 @pytest.mark.slow
-def test_restart_after_trainer_killed(private, user, data):
-    first = private("--cpus", "1")
-    api = Api(first, user)
-    try:
-        command = 'echo weights > "$RESULT_DIR/weights.txt"'
-        done = api.create(with_data(job_request(command, cpus=1), data))
-        assert api.wait(done).status.status == pb.COMPLETED
-        files = {"ticker.py": TICKER}
-        command = 'sleep 600 & echo "bg $!"; exec python ticker.py'
-        running = api.create(with_data(job_request(command, files, cpus=1), data))
-        bg = int(api.wait_for_line(running, "bg ").line.split()[1])
-        pid = int(api.wait_for_line(running, "pid ").line.split()[1])
-        learners = {p: psutil.Process(p).create_time() for p in (bg, pid)}
-        queued = api.create(with_data(job_request("echo ran after restart", cpus=1), data))
-        api.wait_for_line(running, "tick 3")
-        assert api.job(queued).status.status == pb.QUEUED
-        before = api.texts(running)
-    finally:
-        api.close()
+def test_restart_after_trainer_killed(private, data):
+    api = private("--cpus", "1")
+    command = 'echo weights > "$RESULT_DIR/weights.txt"'
+    done = api.create(with_data(job_request(command, cpus=1), data))
+    assert api.wait(done).status.status == pb.COMPLETED
+    files = {"ticker.py": TICKER}
+    command = 'sleep 600 & echo "bg $!"; exec python ticker.py'
+    running = api.create(with_data(job_request(command, files, cpus=1), data))
+    bg = int(api.wait_for_line(running, "bg ").line.split()[1])
+    pid = int(api.wait_for_line(running, "pid ").line.split()[1])
+    learners = {p: psutil.Process(p).create_time() for p in (bg, pid)}
+    queued = api.create(with_data(job_request("echo ran after restart", cpus=1), data))
+    api.wait_for_line(running, "tick 3")
+    assert api.job(queued).status.status == pb.QUEUED
+    before = api.texts(running)
 
+    first = api.trainer
     first.process.kill()
     first.process.wait()
     time.sleep(0.3)  # the learner keeps printing into a pipe nobody reads
     assert not any(is_gone(p, created) for p, created in learners.items()), "no orphan to clean"
-    second = private("--cpus", "1", data_dir=first.data_dir)
-    api = Api(second, user)
-    try:
-        job = api.job(running)
-        assert job.status.status == pb.FAILED
-        message = job.status.status_message
-        assert "Trainer stopped" in message and "lost" in message, message
-        assert job.status.completion_timestamp.isdecimal()
-        after = api.texts(running)
-        assert after[: len(before)] == before
-        for p, created in learners.items():
-            assert wait_gone(p, created, timeout=5.0), f"learner process {p} survived the restart"
+    api = private("--cpus", "1", data_dir=first.data_dir)
+    job = api.job(running)
+    assert job.status.status == pb.FAILED
+    message = job.status.status_message
+    assert "Trainer stopped" in message and "lost" in message, message
+    assert job.status.completion_timestamp.isdecimal()
+    after = api.texts(running)
+    assert after[: len(before)] == before
+    for p, created in learners.items():
+        assert wait_gone(p, created, timeout=5.0), f"learner process {p} survived the restart"
 
-        assert api.trained_model(done).read("weights.txt") == b"weights\n"
-        ran = api.wait(queued)
-        assert ran.status.status == pb.COMPLETED, ran.status.status_message
-        assert api.texts(queued) == ["ran after restart"]
-    finally:
-        api.close()
+    assert api.trained_model(done).read("weights.txt") == b"weights\n"
+    ran = api.wait(queued)
+    assert ran.status.status == pb.COMPLETED, ran.status.status_message
+    assert api.texts(queued) == ["ran after restart"]
 
 
 @pytest.mark.slow
-def test_restart_kills_children_of_a_learner_whose_shell_died(private, user, data):
+def test_restart_kills_children_of_a_learner_whose_shell_died(private, data):
     """A learner's shell that ends (and is reaped) while its Trainer is gone
     must not leave what it started in the background running."""
-    first = private()
-    api = Api(first, user)
+    api = private()
     command = 'sleep 600 & echo "bg $!"; echo "shell $$"; sleep 2'
-    try:
-        tid = api.create(with_data(job_request(command, cpus=SMALL_CPUS), data))
-        bg = int(api.wait_for_line(tid, "bg ").line.split()[1])
-        shell = int(api.wait_for_line(tid, "shell ").line.split()[1])
-        created = psutil.Process(bg).create_time()
-    finally:
-        api.close()
+    tid = api.create(with_data(job_request(command, cpus=SMALL_CPUS), data))
+    bg = int(api.wait_for_line(tid, "bg ").line.split()[1])
+    shell = int(api.wait_for_line(tid, "shell ").line.split()[1])
+    created = psutil.Process(bg).create_time()
+    first = api.trainer
     try:
         first.process.kill()
         first.process.wait()
@@ -653,11 +633,7 @@ def test_restart_kills_children_of_a_learner_whose_shell_died(private, user, dat
             pytest.skip("this machine's init does not reap the dead learner shell")
         assert not is_gone(bg, created), "the background child should still run"
 
-        api = Api(private(data_dir=first.data_dir), user)
-        try:
-            assert api.job(tid).status.status == pb.FAILED
-        finally:
-            api.close()
+        assert private(data_dir=first.data_dir).job(tid).status.status == pb.FAILED
         assert wait_gone(bg, created, timeout=3.0), "the background child survived the restart"
     finally:
         if not is_gone(bg, created):
@@ -721,21 +697,18 @@ def test_follow_and_paging_get_every_line_of_a_chatty_job(api, submit):
         assert [line.meta.rindex for line in got] == list(range(1, LINES + 1)), name
 
 
-def test_zip_bomb_over_the_configured_limit_fails_c102(private, user, data):
+def test_zip_bomb_over_the_configured_limit_fails_c102(private, data):
     """A small zip that unpacks past --max-zip-bytes (a bomb) never lands on disk."""
-    running = private("--max-zip-bytes", "1000000", "--max-zip-files", "50")
-    api = Api(running, user)
-    try:
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("main.py", "")
-            archive.writestr("bomb.bin", b"\0" * 5_000_000)
-        assert len(buffer.getvalue()) < 20_000
-        tid = api.create(with_data(job_request("true", zip_bytes=buffer.getvalue(), cpus=SMALL_CPUS), data))
-        job = api.wait(tid)
-        assert job.status.status == pb.FAILED
-        assert job.status.error_code == "C102"
-        assert "bomb.bin" in job.status.status_message, job.status.status_message
-        assert not list(running.data_dir.glob(f"jobs/{tid}/model/bomb.bin"))
-    finally:
-        api.close()
+    api = private("--max-zip-bytes", "1000000", "--max-zip-files", "50")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("main.py", "")
+        archive.writestr("bomb.bin", b"\0" * 5_000_000)
+    bomb = buffer.getvalue()
+    assert len(bomb) < 20_000
+    tid = api.create(with_data(job_request("true", zip_bytes=bomb, cpus=SMALL_CPUS), data))
+    job = api.wait(tid)
+    assert job.status.status == pb.FAILED
+    assert job.status.error_code == "C102"
+    assert "bomb.bin" in job.status.status_message, job.status.status_message
+    assert not list(api.trainer.data_dir.glob(f"jobs/{tid}/model/bomb.bin"))

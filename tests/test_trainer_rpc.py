@@ -6,6 +6,7 @@ embedded Trainer sees (FfDL's codes and messages, and where we do better).
 
 from __future__ import annotations
 
+import functools
 import io
 import platform
 import re
@@ -13,11 +14,19 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psutil
 import pytest
-from conftest import RunningTrainer, job_request, make_zip, start_trainer, stop_trainer
+from conftest import (
+    RunningTrainer,
+    job_request,
+    make_zip,
+    start_trainer,
+    stop_trainer,
+    wait_until,
+)
 
 from dlaas_jupyter.proto import trainer_pb2 as pb
 from dlaas_jupyter.proto import trainer_pb2_grpc as pb_grpc
@@ -89,15 +98,17 @@ def log_lines(stub, trainer: RunningTrainer, q: pb.Query) -> list[pb.LogLine]:
 
 def wait_logged(stub, trainer: RunningTrainer, user: str, tid: str, line: str) -> None:
     """Wait until the job's stored log contains ``line``."""
-    deadline = time.monotonic() + DEADLINE
     q = query(tid, user, pagesize=1000)
-    while line not in [r.line for r in log_lines(stub, trainer, q)]:
-        assert time.monotonic() < deadline, f"{tid} never logged {line!r}"
-        time.sleep(0.02)
+    wait_until(
+        f"{tid} to log {line!r}",
+        lambda: line in [r.line for r in log_lines(stub, trainer, q)],
+        DEADLINE,
+    )
 
 
-def download(call, request, trainer: RunningTrainer) -> bytes:
-    return b"".join(c.data for c in call(request, metadata=trainer.metadata, timeout=DEADLINE))
+def download(stub, trainer: RunningTrainer, name: str, user: str, tid: str) -> bytes:
+    """The bytes the streaming RPC ``name`` sends for job ``tid``."""
+    return b"".join(c.data for c in call_job(stub, trainer, name, user, tid))
 
 
 def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
@@ -109,45 +120,28 @@ def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
     return caught.value
 
 
-# Every RPC that names a job, called as ``user`` on ``tid``.
-JobCall = Callable[[pb_grpc.TrainerStub, list, str, str], object]
-JOB_CALLS: dict[str, JobCall] = {
-    "GetTrainingJob": lambda s, md, tid, u: s.GetTrainingJob(
-        pb.GetRequest(training_id=tid, user_id=u), metadata=md, timeout=DEADLINE
+# Every RPC that names a job, with the request it takes for job ``training_id`` of ``user_id``.
+JOB_REQUESTS: dict[str, Callable[..., object]] = {
+    "GetTrainingJob": pb.GetRequest,
+    "GetTrainingStatusID": pb.GetRequest,
+    "HaltTrainingJob": pb.HaltRequest,
+    "ResumeTrainingJob": pb.ResumeRequest,
+    "DeleteTrainingJob": pb.DeleteRequest,
+    "UpdateTrainingJob": functools.partial(
+        pb.UpdateRequest, status=pb.FAILED, status_message="taken"
     ),
-    "GetTrainingStatusID": lambda s, md, tid, u: s.GetTrainingStatusID(
-        pb.GetRequest(training_id=tid, user_id=u), metadata=md, timeout=DEADLINE
-    ),
-    "HaltTrainingJob": lambda s, md, tid, u: s.HaltTrainingJob(
-        pb.HaltRequest(training_id=tid, user_id=u), metadata=md, timeout=DEADLINE
-    ),
-    "ResumeTrainingJob": lambda s, md, tid, u: s.ResumeTrainingJob(
-        pb.ResumeRequest(training_id=tid, user_id=u), metadata=md, timeout=DEADLINE
-    ),
-    "DeleteTrainingJob": lambda s, md, tid, u: s.DeleteTrainingJob(
-        pb.DeleteRequest(training_id=tid, user_id=u), metadata=md, timeout=DEADLINE
-    ),
-    "UpdateTrainingJob": lambda s, md, tid, u: s.UpdateTrainingJob(
-        pb.UpdateRequest(training_id=tid, user_id=u, status=pb.FAILED, status_message="taken"),
-        metadata=md,
-        timeout=DEADLINE,
-    ),
-    "GetModelDefinition": lambda s, md, tid, u: s.GetModelDefinition(
-        pb.ModelDefinitionRequest(training_id=tid, user_id=u), metadata=md, timeout=DEADLINE
-    ),
-    "GetTrainedModel": lambda s, md, tid, u: s.GetTrainedModel(
-        pb.TrainedModelRequest(training_id=tid, user_id=u), metadata=md, timeout=DEADLINE
-    ),
-    "GetTrainedModelLogs": lambda s, md, tid, u: s.GetTrainedModelLogs(
-        pb.TrainedModelLogRequest(training_id=tid, user_id=u), metadata=md, timeout=DEADLINE
-    ),
-    "GetTrainingLogs": lambda s, md, tid, u: s.GetTrainingLogs(
-        query(tid, u), metadata=md, timeout=DEADLINE
-    ),
-    "GetTrainingEMetrics": lambda s, md, tid, u: s.GetTrainingEMetrics(
-        query(tid, u), metadata=md, timeout=DEADLINE
-    ),
+    "GetModelDefinition": pb.ModelDefinitionRequest,
+    "GetTrainedModel": pb.TrainedModelRequest,
+    "GetTrainedModelLogs": pb.TrainedModelLogRequest,
+    "GetTrainingLogs": lambda training_id, user_id: query(training_id, user_id),
+    "GetTrainingEMetrics": lambda training_id, user_id: query(training_id, user_id),
 }
+
+
+def call_job(stub, trainer: RunningTrainer, name: str, user: str, tid: str) -> Any:
+    """Call the RPC ``name`` on job ``tid`` as ``user``."""
+    request = JOB_REQUESTS[name](training_id=tid, user_id=user)
+    return getattr(stub, name)(request, metadata=trainer.metadata, timeout=DEADLINE)
 
 
 # -- jobs: create, read, list, update, halt, delete -----------------------------------------
@@ -175,27 +169,19 @@ def test_finished_job_through_every_read_rpc(stub, trainer, user, tmp_path) -> N
     assert all(s.isdigit() for s in stamps) and [int(s) for s in stamps] == sorted(
         int(s) for s in stamps
     )
-    status = stub.GetTrainingStatusID(
-        pb.GetRequest(training_id=tid, user_id=user), metadata=trainer.metadata, timeout=DEADLINE
-    )
+    status = call_job(stub, trainer, "GetTrainingStatusID", user, tid)
     assert status.status == pb.COMPLETED
 
-    definition = download(
-        stub.GetModelDefinition, pb.ModelDefinitionRequest(training_id=tid, user_id=user), trainer
-    )
+    definition = download(stub, trainer, "GetModelDefinition", user, tid)
     assert definition == content
 
-    trained = download(
-        stub.GetTrainedModel, pb.TrainedModelRequest(training_id=tid, user_id=user), trainer
-    )
+    trained = download(stub, trainer, "GetTrainedModel", user, tid)
     with zipfile.ZipFile(io.BytesIO(trained)) as archive:
         assert archive.testzip() is None
         assert archive.read("model.bin") == b"weights"
         assert archive.read("learner-1/training-log.txt") == b"hello from main\n"
 
-    raw_log = download(
-        stub.GetTrainedModelLogs, pb.TrainedModelLogRequest(training_id=tid, user_id=user), trainer
-    )
+    raw_log = download(stub, trainer, "GetTrainedModelLogs", user, tid)
     assert raw_log == b"hello from main\n"
 
     lines = log_lines(stub, trainer, query(tid, user))
@@ -203,19 +189,14 @@ def test_finished_job_through_every_read_rpc(stub, trainer, user, tmp_path) -> N
         ("hello from main", 1, "learner-1")
     ]
     assert (lines[0].meta.training_id, lines[0].meta.user_id) == (tid, user)
-    metrics = stub.GetTrainingEMetrics(
-        query(tid, user), metadata=trainer.metadata, timeout=DEADLINE
-    )
-    assert list(metrics) == []
+    assert list(call_job(stub, trainer, "GetTrainingEMetrics", user, tid)) == []
 
     # Better than FfDL: halting a finished job changes nothing and says so.
-    halted = stub.HaltTrainingJob(
-        pb.HaltRequest(training_id=tid, user_id=user), metadata=trainer.metadata, timeout=DEADLINE
-    )
+    halted = call_job(stub, trainer, "HaltTrainingJob", user, tid)
     assert (halted.training_id, halted.user_id, halted.status) == (tid, user, pb.COMPLETED)
     assert get(stub, trainer, user, tid) == job
 
-    err = rpc_error(lambda: JOB_CALLS["ResumeTrainingJob"](stub, trainer.metadata, tid, user))
+    err = rpc_error(lambda: call_job(stub, trainer, "ResumeTrainingJob", user, tid))
     assert err.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
@@ -243,9 +224,7 @@ def test_halt_keeps_what_the_job_wrote(stub, trainer, user, tmp_path) -> None:
     wait_logged(stub, trainer, user, tid, "ready")
 
     started = time.monotonic()
-    reply = stub.HaltTrainingJob(
-        pb.HaltRequest(training_id=tid, user_id=user), metadata=trainer.metadata, timeout=DEADLINE
-    )
+    reply = call_job(stub, trainer, "HaltTrainingJob", user, tid)
     assert time.monotonic() - started < 5
     assert (reply.training_id, reply.user_id, reply.status) == (tid, user, pb.HALTED)
     job = get(stub, trainer, user, tid)
@@ -253,9 +232,7 @@ def test_halt_keeps_what_the_job_wrote(stub, trainer, user, tmp_path) -> None:
     assert (job.status.status_message, job.status.error_code) == ("Halted by user", "0")
     assert job.status.completion_timestamp.isdigit()
 
-    trained = download(
-        stub.GetTrainedModel, pb.TrainedModelRequest(training_id=tid, user_id=user), trainer
-    )
+    trained = download(stub, trainer, "GetTrainedModel", user, tid)
     with zipfile.ZipFile(io.BytesIO(trained)) as archive:
         assert archive.read("partial.bin") == b"partial"
         assert archive.read("learner-1/training-log.txt") == b"ready\n"
@@ -287,11 +264,7 @@ def test_update_changes_status_until_terminal(stub, trainer, user, tmp_path) -> 
         assert "FAILED" in err.details()
         assert get(stub, trainer, user, tid) == job
     finally:
-        stub.DeleteTrainingJob(
-            pb.DeleteRequest(training_id=tid, user_id=user),
-            metadata=trainer.metadata,
-            timeout=DEADLINE,
-        )
+        call_job(stub, trainer, "DeleteTrainingJob", user, tid)
 
 
 def test_update_to_a_terminal_status_ends_the_job(stub, trainer, user, tmp_path) -> None:
@@ -336,12 +309,9 @@ def test_delete_removes_the_job_everywhere(stub, trainer, user, tmp_path) -> Non
     job_files = trainer.data_dir / "jobs" / tid
     assert (job_files / "results" / "model.bin").is_file()
 
-    reply = stub.DeleteTrainingJob(
-        pb.DeleteRequest(training_id=tid, user_id=user), metadata=trainer.metadata, timeout=DEADLINE
-    )
-    assert reply.training_id == tid
-    for name, call in JOB_CALLS.items():
-        err = rpc_error(lambda: call(stub, trainer.metadata, tid, user))
+    assert call_job(stub, trainer, "DeleteTrainingJob", user, tid).training_id == tid
+    for name in JOB_REQUESTS:
+        err = rpc_error(functools.partial(call_job, stub, trainer, name, user, tid))
         assert err.code() == grpc.StatusCode.NOT_FOUND, name
     listed = stub.GetAllTrainingsJobs(
         pb.GetAllRequest(user_id=user), metadata=trainer.metadata, timeout=DEADLINE
@@ -353,9 +323,7 @@ def test_delete_removes_the_job_everywhere(stub, trainer, user, tmp_path) -> Non
 def test_delete_stops_a_running_job(stub, trainer, user, tmp_path) -> None:
     tid = submit(stub, trainer, user, tmp_path, "echo ready; sleep 60")
     wait_logged(stub, trainer, user, tid, "ready")
-    stub.DeleteTrainingJob(
-        pb.DeleteRequest(training_id=tid, user_id=user), metadata=trainer.metadata, timeout=DEADLINE
-    )
+    call_job(stub, trainer, "DeleteTrainingJob", user, tid)
     err = rpc_error(lambda: get(stub, trainer, user, tid))
     assert err.code() == grpc.StatusCode.NOT_FOUND
     assert not (trainer.data_dir / "jobs" / tid).exists()
@@ -472,21 +440,20 @@ def running_job(stub, trainer, tmp_path_factory) -> Iterator[pb.Job]:
     tid = submit(stub, trainer, OWNER, tmp_path_factory.mktemp("owned"), "echo up; sleep 120")
     wait_logged(stub, trainer, OWNER, tid, "up")
     yield wait_job(stub, trainer, OWNER, tid, lambda job: job.status.status == pb.PROCESSING)
-    delete = pb.DeleteRequest(training_id=tid, user_id=OWNER)
-    stub.DeleteTrainingJob(delete, metadata=trainer.metadata, timeout=DEADLINE)
+    call_job(stub, trainer, "DeleteTrainingJob", OWNER, tid)
 
 
-@pytest.mark.parametrize("name", JOB_CALLS)
+@pytest.mark.parametrize("name", JOB_REQUESTS)
 def test_another_user_is_refused(stub, trainer, running_job, name) -> None:
     tid = running_job.training_id
-    err = rpc_error(lambda: JOB_CALLS[name](stub, trainer.metadata, tid, "u-rpc-intruder"))
+    err = rpc_error(lambda: call_job(stub, trainer, name, "u-rpc-intruder", tid))
     assert (err.code(), err.details()) == (grpc.StatusCode.PERMISSION_DENIED, PERMISSION)
     assert get(stub, trainer, OWNER, tid) == running_job
 
 
-@pytest.mark.parametrize("name", JOB_CALLS)
+@pytest.mark.parametrize("name", JOB_REQUESTS)
 def test_unknown_id_is_not_found(stub, trainer, name) -> None:
-    err = rpc_error(lambda: JOB_CALLS[name](stub, trainer.metadata, "training-unknown00", OWNER))
+    err = rpc_error(lambda: call_job(stub, trainer, name, OWNER, "training-unknown00"))
     assert err.code() == grpc.StatusCode.NOT_FOUND
     assert "training-unknown00" in err.details()
 
@@ -657,11 +624,9 @@ def test_follow_by_position_continues_after_the_page(stub, trainer, user, tmp_pa
 def test_raw_log_follow_streams_until_the_job_ends(stub, trainer, user, tmp_path) -> None:
     tid = submit(stub, trainer, user, tmp_path, f"echo one; {GATE}; echo two; echo three")
     wait_logged(stub, trainer, user, tid, "one")
-    request = pb.TrainedModelLogRequest(training_id=tid, user_id=user)
+    assert download(stub, trainer, "GetTrainedModelLogs", user, tid) == b"one\n"
 
-    assert download(stub.GetTrainedModelLogs, request, trainer) == b"one\n"
-
-    request.follow = True
+    request = pb.TrainedModelLogRequest(training_id=tid, user_id=user, follow=True)
     stream = stub.GetTrainedModelLogs(request, metadata=trainer.metadata, timeout=DEADLINE)
     assert next(stream).data == b"one\n"
     assert get(stub, trainer, user, tid).status.status == pb.PROCESSING

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import RunningTrainer, job_request, start_trainer, stop_trainer
+from conftest import SMALL_CPUS, RunningTrainer, job_request, start_trainer, stop_trainer
 
 from dlaas_jupyter.client import AsyncTrainerClient, JobNotFound, TrainerConfig
 from dlaas_jupyter.proto import trainer_pb2 as pb
@@ -28,7 +28,6 @@ from dlaas_jupyter.widgets.curves import TIME_AXIS, decimate
 from dlaas_jupyter.widgets.logview import MAX_LINE_CHARS, PAGE_LINES
 from dlaas_jupyter.widgets.monitor import duration, timeline
 
-SMALL_CPUS = 0.25
 WAIT = 60.0
 
 
@@ -447,8 +446,6 @@ def test_follow_as_text_streams_the_log_then_the_status(client):
 def test_widget_state_reaches_the_front_end() -> None:
     """A widget attribute named like an ipywidgets internal (``keys``) once
     emptied the state sent to the browser; nothing could be drawn."""
-    from dlaas_jupyter.widgets import MetricCurves
-
     state = MetricCurves().get_state()
     assert state["_model_module"] == "@jupyter-widgets/controls"
     assert state["children"]

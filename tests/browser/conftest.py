@@ -7,7 +7,6 @@ embedded Trainer behind it, so what the browser sees is what a user would.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from collections.abc import Iterator
@@ -15,33 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.lab import CHROMIUM, CHROMIUM_ARGS, LABEXTENSION, Lab, running_lab
+from benchmarks.lab import CHROMIUM, CHROMIUM_ARGS, Lab, running_lab
 from tests.conftest import RunningTrainer
 
 LAB_USER = "browser-user"
-KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
-
-
-def write_notebook(path: Path, *sources: str) -> Path:
-    """A notebook of code cells with kernelspec metadata (without it Lab asks
-    for a kernel in a dialog that blocks every click)."""
-    cells = [
-        {"cell_type": "code", "id": f"c{i}", "metadata": {}, "outputs": [],
-         "execution_count": None, "source": source}
-        for i, source in enumerate(sources)
-    ]
-    notebook = {"cells": cells, "metadata": {"kernelspec": KERNELSPEC},
-                "nbformat": 4, "nbformat_minor": 5}
-    path.write_text(json.dumps(notebook, indent=1))
-    return path
 
 
 @pytest.fixture(scope="package")
 def lab(trainer: RunningTrainer, tmp_path_factory) -> Iterator[Lab]:
-    """``jupyter lab`` on a free port, serving a tmp root with the session Trainer."""
-    if not (LABEXTENSION / "package.json").exists():
-        pytest.fail(f"the lab extension is not built ({LABEXTENSION}): run `make labextension`")
-    with running_lab(trainer.url, trainer.token, LAB_USER, tmp_path_factory.mktemp("lab")) as running:
+    """``jupyter lab`` on a free port, serving a tmp root with the session Trainer
+    (running_lab says so if the lab extension is not built)."""
+    base = tmp_path_factory.mktemp("lab")
+    with running_lab(trainer.url, trainer.token, LAB_USER, base) as running:
         yield running
 
 
@@ -50,7 +34,8 @@ def lab_client(trainer: RunningTrainer):
     """A Trainer client as the user the Lab server submits for."""
     from dlaas_jupyter.client import TrainerClient, TrainerConfig
 
-    with TrainerClient(TrainerConfig.resolve(url=trainer.url, token=trainer.token, user=LAB_USER)) as c:
+    config = TrainerConfig.resolve(url=trainer.url, token=trainer.token, user=LAB_USER)
+    with TrainerClient(config) as c:
         yield c
 
 
@@ -60,8 +45,8 @@ def lab_client(trainer: RunningTrainer):
 def browser():
     if not CHROMIUM.exists():
         pytest.fail(
-            f"{CHROMIUM} is missing: the browser tests need Debian's Chromium "
-            "(as root: apt-get update && apt-get install -y chromium; `make test` does this as root)"
+            f"{CHROMIUM} is missing: the browser tests need Debian's Chromium (as root: "
+            "apt-get update && apt-get install -y chromium; `make test` does this as root)"
         )
     if shutil.which("jupyter-lab", path=str(Path(sys.executable).parent)) is None:
         pytest.fail("jupyterlab is not installed in this environment: pip install -e '.[test]'")

@@ -14,16 +14,15 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from benchmarks.lab import running_lab
+from benchmarks.lab import job_item, running_lab, show_panel, status_chip
 from benchmarks.list_jobs import fill
 from dlaas_jupyter.proto import trainer_pb2 as pb
-from dlaas_jupyter.trainer.store import Store
-from tests.conftest import job_request, start_trainer, stop_trainer
+from tests.conftest import SMALL_CPUS, job_request, start_trainer, stop_trainer
+from tests.kernel import write_notebook
 
-from .conftest import LAB_USER, Lab, write_notebook
+from .conftest import LAB_USER, Lab
 
 pytestmark = pytest.mark.slow
-SMALL_CPUS = 0.25
 LIVE = 90_000  # ms: a job's start plus a panel update on a busy 2-core machine
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
@@ -35,13 +34,7 @@ def gated(gate: Path, after: str = "echo done") -> str:
 
 def open_panel(page: Page, lab: Lab, path: str = "lab") -> None:
     page.goto(lab.page_url(path))
-    tab = page.locator('.jp-SideBar [data-id="dlaas-jobs"]')
-    tab.click()
-    page.locator("#dlaas-jobs .dlaas-jobs").wait_for()
-
-
-def job_item(page: Page, name: str):
-    return page.locator(f'#dlaas-jobs .dlaas-job:has(.dlaas-job-name:text-is("{name}"))')
+    show_panel(page)
 
 
 def wait_status(client, training_id: str, statuses: set[int], timeout: float = 90) -> pb.Job:
@@ -62,7 +55,7 @@ def test_panel_lists_a_job_and_follows_it_to_completed(page, lab, lab_client, tm
     open_panel(page, lab)
     item = job_item(page, "listed-job")
     expect(item.locator(".dlaas-job-id")).to_have_text(training_id)
-    status = item.locator(".dlaas-job-line").first.locator("span")
+    status = status_chip(item)
     expect(status).not_to_have_text("COMPLETED")
     gate.touch()
     expect(status).to_have_text("COMPLETED", timeout=LIVE)
@@ -75,7 +68,7 @@ def test_halt_from_the_panel(page, lab, lab_client, tmp_path):
     wait_status(lab_client, training_id, {pb.PROCESSING})
     open_panel(page, lab)
     item = job_item(page, "halt-me")
-    status = item.locator(".dlaas-job-line").first.locator("span")
+    status = status_chip(item)
     expect(status).to_have_text("PROCESSING", timeout=LIVE)
     item.locator('.dlaas-icon-button[title="Halt"]').click()
     expect(status).to_have_text("HALTED", timeout=LIVE)
@@ -107,9 +100,7 @@ def test_panel_with_many_jobs_keeps_few_rows_and_scrolls_to_the_oldest(page, tmp
     # jobs would take minutes): "experiment 0" is the oldest, listed last.
     data_dir = tmp_path / "trainer"
     data_dir.mkdir()
-    store = Store(data_dir / "trainer.db")
-    fill(store, many, LAB_USER)
-    store.close()
+    fill(data_dir / "trainer.db", many, LAB_USER)
     trainer = start_trainer(data_dir)
     try:
         with running_lab(trainer.url, trainer.token, LAB_USER, tmp_path / "lab") as lab:
@@ -124,9 +115,7 @@ def test_panel_with_many_jobs_keeps_few_rows_and_scrolls_to_the_oldest(page, tmp
                 )
                 oldest = job_item(page, "experiment 0")
                 expect(oldest).to_be_in_viewport()
-                expect(oldest.locator(".dlaas-job-line").first.locator("span")).to_have_text(
-                    "HALTED"
-                )
+                expect(status_chip(oldest)).to_have_text("HALTED")
                 expect(job_item(page, f"experiment {many - 1}")).to_have_count(0)
                 assert rows.count() <= 40, (
                     f"{rows.count()} of {many} rows in the DOM after scrolling"
@@ -155,9 +144,7 @@ def test_train_this_notebook_trains_the_quickstart(page, lab, lab_client):
     )
     page.click(".jp-Dialog-footer button.jp-mod-accept")
     item = job_item(page, "from-toolbar")
-    expect(item.locator(".dlaas-job-line").first.locator("span")).to_have_text(
-        "COMPLETED", timeout=LIVE
-    )
+    expect(status_chip(item)).to_have_text("COMPLETED", timeout=LIVE)
     item.locator(".dlaas-job-name").click()
     view = page.locator(".dlaas-job-view:visible")
     expect(view.locator(".dlaas-log-lines")).to_contain_text(
@@ -226,10 +213,12 @@ def test_in_cell_monitor_draws_bqplot_curves(page, lab):
     regex = "train:Iteration %{INT:iteration}, loss = %{FLOAT:loss}"
     write_notebook(
         lab.root / "monitor.ipynb",
-        "%load_ext dlaas_jupyter",
-        f'%%dlaas_train --name monitored --cpus {SMALL_CPUS} --metric-regex "{regex}"\n'
-        "for i in range(1, 41):\n"
-        "    print(f'Iteration {i}, loss = {1 / i:.4f}', flush=True)\n",
+        [
+            "%load_ext dlaas_jupyter",
+            f'%%dlaas_train --name monitored --cpus {SMALL_CPUS} --metric-regex "{regex}"\n'
+            "for i in range(1, 41):\n"
+            "    print(f'Iteration {i}, loss = {1 / i:.4f}', flush=True)\n",
+        ],
     )
     page.goto(lab.page_url("lab/tree/monitor.ipynb"))
     run_all_cells(page)
