@@ -18,8 +18,8 @@ from jupyter_client.manager import KernelManager
 from dlaas_jupyter.client import TrainerClient, TrainerConfig
 from dlaas_jupyter.client.embedded import ensure_running
 from dlaas_jupyter.proto import trainer_pb2 as pb
+from dlaas_jupyter.proto.semantics import TERMINAL
 from dlaas_jupyter.trainer.cli import main as trainer_cli
-from dlaas_jupyter.trainer.lifecycle import TERMINAL
 
 
 @contextlib.contextmanager

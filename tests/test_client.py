@@ -42,10 +42,12 @@ from dlaas_jupyter.client import (
     TrainerUnavailable,
     Unsupported,
 )
-from dlaas_jupyter.client.embedded import TrainerInfo, ensure_running, read_info
+from dlaas_jupyter.client.embedded import ensure_running
 from dlaas_jupyter.client.errors import translate
+from dlaas_jupyter.paths import TrainerInfo, read_info
 from dlaas_jupyter.proto import trainer_pb2 as pb
 from dlaas_jupyter.proto import trainer_pb2_grpc as pb_grpc
+from dlaas_jupyter.trainer.cli import main as trainer_cli
 
 TOKEN = "s3cret"
 USER = "ada"
@@ -718,6 +720,19 @@ def test_read_info_ignores_a_reused_pid(tmp_path: Path) -> None:
     long_ago = psutil.Process().create_time() - 60
     os.utime(tmp_path / "trainer.json", (long_ago, long_ago))
     assert read_info(tmp_path) is None
+
+
+def test_trainer_stop_leaves_a_process_that_reused_a_stale_pid_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """trainer.json left by a killed Trainer names a pid now used by another
+    process (here: this test's own): `dlaas-trainer stop` must not signal it."""
+    write_info(tmp_path, os.getpid())
+    long_ago = psutil.Process().create_time() - 60
+    os.utime(tmp_path / "trainer.json", (long_ago, long_ago))
+    assert trainer_cli(["stop", "--data-dir", str(tmp_path)]) == 0
+    assert trainer_cli(["status", "--data-dir", str(tmp_path)]) == 3
+    assert capsys.readouterr().out.count("no Trainer is running") == 2
 
 
 def test_ensure_running_returns_a_live_trainer_without_starting_one(tmp_path: Path) -> None:

@@ -16,11 +16,9 @@ import grpc.aio
 from dlaas_jupyter.client.config import CA_ENV, TrainerConfig, target
 from dlaas_jupyter.client.embedded import ensure_running
 from dlaas_jupyter.proto import trainer_pb2 as pb
+from dlaas_jupyter.proto.semantics import FOLLOW_METADATA
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-# Metadata asking the embedded Trainer to keep a log/metrics query open and push
-# new records; FfDL ignores it and answers one page.
-FOLLOW_METADATA = ("dlaas-follow", "1")
 
 # Keepalive finds a dead Trainer during long quiet streams. Pings go out only
 # while calls are active, at most every 60 s: servers (grpc-go's default

@@ -6,19 +6,15 @@ kernel or the Jupyter server; ``D/trainer.json`` is how clients find it.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 from dlaas_jupyter.client.errors import TrainerUnavailable
-from dlaas_jupyter.paths import INFO_FILE, LOG_FILE
+from dlaas_jupyter.paths import LOG_FILE, TrainerInfo, read_info
 
 LOG_TAIL_LINES = 20
 _TAIL_BYTES = 16384
@@ -26,48 +22,12 @@ _TAIL_BYTES = 16384
 _POLL_SECONDS = 0.05
 _RESPAWN_FIRST_DELAY = 0.5
 _RESPAWN_MAX_DELAY = 4.0
-# The server writes trainer.json after it started; a pid whose process began
-# later than that (plus clock slack) belongs to someone else.
-_PID_REUSE_SLACK_SECONDS = 1.0
 
 # Trainers this process spawned: kept so they are reaped when they exit (a
 # Trainer that lost the start race exits at once) instead of lingering as zombies.
 _spawned: list[subprocess.Popen[bytes]] = []
 # One start at a time within this process; other processes race via the lock file.
 _starting = threading.Lock()
-
-
-@dataclass(frozen=True)
-class TrainerInfo:
-    url: str
-    token: str
-    pid: int
-
-
-def read_info(data_dir: Path) -> TrainerInfo | None:
-    """The running Trainer of ``data_dir``, or None if there is none (no file,
-    a half-written file, or a process that is gone)."""
-    path = Path(data_dir) / INFO_FILE
-    try:
-        written = path.stat().st_mtime
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        info = TrainerInfo(
-            url=str(raw["url"]), token=str(raw.get("token") or ""), pid=int(raw["pid"])
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return info if _alive(info.pid, written) else None
-
-
-def _alive(pid: int, info_written: float) -> bool:
-    try:
-        process = psutil.Process(pid)
-        return (
-            process.status() != psutil.STATUS_ZOMBIE
-            and process.create_time() <= info_written + _PID_REUSE_SLACK_SECONDS
-        )
-    except (psutil.Error, ValueError):
-        return False
 
 
 def ensure_running(data_dir: Path, *, timeout: float = 30.0) -> TrainerInfo:

@@ -29,9 +29,9 @@ from typing import TypeVar
 from dlaas_jupyter.client.channel import page_query
 from dlaas_jupyter.client.errors import DlaasError, TrainerUnavailable
 from dlaas_jupyter.proto import trainer_pb2 as pb
+from dlaas_jupyter.proto.semantics import TERMINAL
 
 PAGE_SIZE = 1000
-TERMINAL = frozenset({pb.COMPLETED, pb.FAILED, pb.HALTED})
 
 Record = TypeVar("Record", pb.LogLine, pb.EMetrics)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -12,9 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
-
-from dlaas_jupyter.paths import INFO_FILE, default_data_dir
+from dlaas_jupyter.paths import default_data_dir, is_running, read_info
 from dlaas_jupyter.trainer.unzip import ZipLimits
 
 
@@ -39,24 +36,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _alive(pid: int) -> bool:
-    """True while the process runs; an exited one its parent has not reaped yet
-    (a zombie) counts as stopped."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _info(data_dir: Path) -> dict | None:
-    try:
-        info = json.loads((data_dir / INFO_FILE).read_text(encoding="utf-8"))
-        pid = int(info["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return info if _alive(pid) else None
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     data_dir = (args.data_dir or default_data_dir()).expanduser().resolve()
@@ -75,21 +54,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dlaas-trainer: {exc}", file=sys.stderr)
             return 1
         return 0
-    info = _info(data_dir)
+    info = read_info(data_dir)
     if args.command == "status":
         if info is None:
             print(f"no Trainer is running for {data_dir}")
             return 3
-        print(f"Trainer running at {info['url']} (pid {info['pid']}), data in {data_dir}")
+        print(f"Trainer running at {info.url} (pid {info.pid}), data in {data_dir}")
         return 0
     if info is None:
         print(f"no Trainer is running for {data_dir}")
         return 0
-    pid = int(info["pid"])
+    pid = info.pid
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not is_running(pid):
             print(f"stopped the Trainer (pid {pid})")
             return 0
         time.sleep(0.1)

@@ -1,10 +1,10 @@
-"""Job statuses: which are terminal, which mean processes may be running."""
+"""Job statuses: which are terminal, which mean processes may be running; FfDL's error codes."""
 
 from __future__ import annotations
 
 from dlaas_jupyter.proto import trainer_pb2 as pb
+from dlaas_jupyter.proto.semantics import TERMINAL
 
-TERMINAL = frozenset({pb.COMPLETED, pb.FAILED, pb.HALTED})
 # Statuses in which the Trainer owns work in progress for the job.
 ACTIVE = frozenset({pb.PENDING, pb.DOWNLOADING, pb.PROCESSING, pb.STORING})
 

@@ -22,6 +22,7 @@ import grpc
 from dlaas_jupyter.emit import METRICS_FILE
 from dlaas_jupyter.proto import trainer_pb2 as pb
 from dlaas_jupyter.proto import trainer_pb2_grpc as pb_grpc
+from dlaas_jupyter.proto.semantics import FOLLOW_METADATA
 from dlaas_jupyter.trainer import lifecycle as lc
 from dlaas_jupyter.trainer.capacity import default_resources
 from dlaas_jupyter.trainer.events import JobEvents
@@ -41,7 +42,6 @@ from dlaas_jupyter.trainer.workspace import (
     job_root,
 )
 
-FOLLOW_METADATA = ("dlaas-follow", "1")
 FOLLOW_BATCH = 5000
 # How long a follower sleeps when nothing wakes it; notifications normally
 # wake it within a millisecond.
