@@ -49,12 +49,25 @@ def framework_label(framework: pb.Framework) -> str:
     return ":".join(part for part in (framework.name, framework.version) if part)
 
 
-def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart, one line (ending in a newline) per row."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+    return "".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        + "\n"
+        for row in [header, *rows]
+    )
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    print(format_table(header, rows), end="")
+
+
+def log_line_text(record: pb.LogLine, *, learners: int) -> str:
+    """A log line as shown: prefixed with its learner when the job has several."""
+    if learners > 1 and record.meta.subid:
+        return f"[{record.meta.subid}] {record.line}"
+    return record.line
 
 
 def metric_value(value: pb.Any) -> Any:
@@ -70,3 +83,16 @@ def metric_value(value: pb.Any) -> Any:
     except ValueError:  # json.JSONDecodeError is a ValueError
         return value.value
     return value.value
+
+
+def emetrics_dict(record: pb.EMetrics) -> dict[str, Any]:
+    """A metric record as plain values (see :func:`metric_value`), keys sorted."""
+    meta = record.meta
+    return {
+        "group": record.grouplabel,
+        "subid": meta.subid,
+        "rindex": meta.rindex,
+        "time": meta.time,
+        "etimes": {key: metric_value(record.etimes[key]) for key in sorted(record.etimes)},
+        "values": {key: metric_value(record.values[key]) for key in sorted(record.values)},
+    }

@@ -7,9 +7,7 @@ block, for scripts and for notebooks run top to bottom (nbclient, papermill).
 
 from __future__ import annotations
 
-import contextlib
 import html
-import io
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -19,11 +17,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from dlaas_jupyter.client import TERMINAL, AsyncTrainerClient, DlaasError, TrainerClient
 from dlaas_jupyter.client.follow import Cursor
 from dlaas_jupyter.formatting import (
+    emetrics_dict,
+    format_table,
     framework_label,
     local_time,
+    log_line_text,
     metric_value,
     millis,
-    print_table,
     status_name,
 )
 from dlaas_jupyter.proto import trainer_pb2 as pb
@@ -54,17 +54,6 @@ def widgets_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _record_dict(record: pb.EMetrics) -> dict[str, Any]:
-    return {
-        "group": record.grouplabel,
-        "subid": record.meta.subid,
-        "rindex": record.meta.rindex,
-        "time": record.meta.time,
-        "etimes": {key: metric_value(record.etimes[key]) for key in sorted(record.etimes)},
-        "values": {key: metric_value(record.values[key]) for key in sorted(record.values)},
-    }
 
 
 def _read_all(
@@ -174,12 +163,11 @@ class Job:
         """Every log line stored so far; lines of several learners are prefixed
         with the learner (``[learner-2] ...``)."""
         job = self.client.get(self.id)
-        several = job.training.resources.learners > 1
-        lines = []
-        for record in _read_all(self.client, job, self.client.logs):
-            line = record.line.rstrip("\n")
-            lines.append(f"[{record.meta.subid}] {line}" if several and record.meta.subid else line)
-        return lines
+        learners = job.training.resources.learners
+        return [
+            log_line_text(record, learners=learners).rstrip("\n")
+            for record in _read_all(self.client, job, self.client.logs)
+        ]
 
     def metric_records(self) -> list[pb.EMetrics]:
         """Every evaluation-metric record stored so far, as the Trainer sends them."""
@@ -193,7 +181,7 @@ class Job:
 
         INT values are ints, FLOAT floats, JSONSTRING parsed JSON, STRING str.
         """
-        return [_record_dict(record) for record in self.metric_records()]
+        return [emetrics_dict(record) for record in self.metric_records()]
 
     def metric_curves(self) -> MetricCurves:
         """A figure of the records stored so far (one line per group; pick the value)."""
@@ -222,7 +210,7 @@ class Job:
             ]
             for record in records
         ]
-        return _table(header, rows)
+        return format_table(header, rows)
 
     # -- display --------------------------------------------------------------
 
@@ -274,14 +262,6 @@ def _cell(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """The `dlaas` command's column layout, as a string."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        print_table(header, rows)
-    return out.getvalue()
-
-
 class JobTable:
     """The user's jobs, oldest first: an HTML table in Jupyter, text elsewhere."""
 
@@ -308,7 +288,7 @@ class JobTable:
     def __repr__(self) -> str:
         if not self.rows:
             return "No training jobs."
-        return _table(self.HEADER, self.rows).rstrip("\n")
+        return format_table(self.HEADER, self.rows).rstrip("\n")
 
     def _repr_html_(self) -> str:
         if not self.rows:

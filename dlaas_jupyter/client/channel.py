@@ -95,14 +95,24 @@ class Endpoint:
         return grpc.aio.insecure_channel(target(self.url), self._options())
 
 
-def local_datastore() -> pb.Datastore:
-    """FfDL's host-mount datastore for the caller's working directory."""
+def local_datastore(folder: str | Path | None = None) -> pb.Datastore:
+    """FfDL's host-mount datastore for ``folder`` (default: the caller's working directory)."""
+    path = os.getcwd() if folder is None else str(folder)
     return pb.Datastore(
         id=LOCAL_DATASTORE_ID,
         type="mount_volume",
-        connection={"type": "host_mount", "name": "host-mount", "path": os.getcwd()},
+        connection={"type": "host_mount", "name": "host-mount", "path": path},
         fields={"bucket": ""},
     )
+
+
+def add_local_datastore(request: pb.CreateRequest, folder: str | Path | None = None) -> None:
+    """When ``request`` names no datastore, give it :func:`local_datastore` for
+    ``folder``, as its input unless it names one (FfDL requires a datastore)."""
+    if not request.datastores:
+        request.datastores.append(local_datastore(folder))
+        if not request.training.input_data:
+            request.training.input_data.append(LOCAL_DATASTORE_ID)
 
 
 def prepare_create(request: pb.CreateRequest, user: str) -> pb.CreateRequest:
@@ -112,10 +122,7 @@ def prepare_create(request: pb.CreateRequest, user: str) -> pb.CreateRequest:
     prepared.CopyFrom(request)
     if not prepared.user_id:
         prepared.user_id = user
-    if not prepared.datastores:
-        prepared.datastores.append(local_datastore())
-        if not prepared.training.input_data:
-            prepared.training.input_data.append(LOCAL_DATASTORE_ID)
+    add_local_datastore(prepared)
     return prepared
 
 

@@ -34,7 +34,7 @@ from dlaas_jupyter.client import (
     TrainerError,
     Unsupported,
 )
-from dlaas_jupyter.client.channel import LOCAL_DATASTORE_ID, local_datastore
+from dlaas_jupyter.client.channel import add_local_datastore
 from dlaas_jupyter.formatting import status_name
 from dlaas_jupyter.packaging.notebook import package_notebook, to_zip
 from dlaas_jupyter.packaging.options import TrainOptions, build_request
@@ -404,12 +404,7 @@ def package(notebook: Path, options: TrainOptions) -> tuple[pb.CreateRequest, li
     """
     packaged = package_notebook(notebook)
     request = build_request(to_zip(packaged), options, default_name=notebook.stem)
-    if not request.datastores:
-        datastore = local_datastore()
-        datastore.connection["path"] = str(notebook.parent)
-        request.datastores.append(datastore)
-        if not request.training.input_data:
-            request.training.input_data.append(LOCAL_DATASTORE_ID)
+    add_local_datastore(request, notebook.parent)
     return request, packaged.notes
 
 

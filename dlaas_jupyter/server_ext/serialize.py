@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from dlaas_jupyter.client import TERMINAL
-from dlaas_jupyter.formatting import metric_value, status_name
+from dlaas_jupyter.formatting import emetrics_dict, status_name
 from dlaas_jupyter.proto import trainer_pb2 as pb
 
 __all__ = ["emetrics_json", "job_json", "jobs_json", "log_json", "versions_json"]
@@ -65,15 +65,7 @@ def log_json(line: pb.LogLine) -> dict[str, Any]:
 
 
 def emetrics_json(record: pb.EMetrics) -> dict[str, Any]:
-    meta = record.meta
-    return {
-        "group": record.grouplabel,
-        "subid": meta.subid,
-        "rindex": meta.rindex,
-        "time": meta.time,
-        "etimes": {key: _finite(metric_value(record.etimes[key])) for key in sorted(record.etimes)},
-        "values": {key: _finite(metric_value(record.values[key])) for key in sorted(record.values)},
-    }
+    return _finite(emetrics_dict(record))
 
 
 def versions_json(versions: dict[str, list[pb.FrameworkDetails]]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import ipywidgets as widgets
 
 from dlaas_jupyter.client import AsyncTrainerClient
 from dlaas_jupyter.client.follow import Cursor
-from dlaas_jupyter.proto import trainer_pb2 as pb
+from dlaas_jupyter.formatting import log_line_text
 
 TAIL_LINES = 200
 PAGE_LINES = 2000  # lines of the full log sent at once
@@ -34,13 +34,6 @@ _BOX = (
 )
 
 
-def line_text(record: pb.LogLine, *, learners: int) -> str:
-    """A log line as shown: prefixed with its learner when the job has several."""
-    if learners > 1 and record.meta.subid:
-        return f"[{record.meta.subid}] {record.line}"
-    return record.line
-
-
 async def read_full_log(client: AsyncTrainerClient, training_id: str) -> list[str]:
     """Every stored line of a job, paged the way a live follow pages."""
     job = await client.get(training_id)
@@ -52,7 +45,7 @@ async def read_full_log(client: AsyncTrainerClient, training_id: str) -> list[st
         page = await client.logs(
             training_id, pos=query.pos, pagesize=query.pagesize, since=query.since
         )
-        new = [line_text(r, learners=learners) for r in page if cursor.accept(r)]
+        new = [log_line_text(r, learners=learners) for r in page if cursor.accept(r)]
         lines.extend(new)
         if len(page) < FETCH_PAGE or not new:
             return lines

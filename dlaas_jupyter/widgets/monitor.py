@@ -28,9 +28,10 @@ from dlaas_jupyter.client import (
     JobNotFound,
     TrainerUnavailable,
 )
+from dlaas_jupyter.formatting import log_line_text
 from dlaas_jupyter.proto import trainer_pb2 as pb
 from dlaas_jupyter.widgets.curves import MetricCurves
-from dlaas_jupyter.widgets.logview import TAIL_LINES, LogView, line_text, read_full_log
+from dlaas_jupyter.widgets.logview import TAIL_LINES, LogView, read_full_log
 
 STATUS_COLOURS = {
     pb.NOT_STARTED: "#6b7280",
@@ -344,7 +345,7 @@ class JobMonitor(widgets.VBox):
                 if len(page) > tail:  # more than a view's worth: skip to the newest
                     page = await self._client.logs(tid, pos=-1, pagesize=tail)
             if page:
-                self.logview.append(line_text(r, learners=self._learners) for r in page)
+                self.logview.append(log_line_text(r, learners=self._learners) for r in page)
                 last_time = page[-1].meta.time
             elif finished:
                 return

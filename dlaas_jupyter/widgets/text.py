@@ -7,8 +7,8 @@ import sys
 from typing import TextIO
 
 from dlaas_jupyter.client import TrainerClient
+from dlaas_jupyter.formatting import log_line_text
 from dlaas_jupyter.proto import trainer_pb2 as pb
-from dlaas_jupyter.widgets.logview import line_text
 
 
 def follow_as_text(training_id: str, client: TrainerClient, out: TextIO = sys.stdout) -> str:
@@ -19,7 +19,7 @@ def follow_as_text(training_id: str, client: TrainerClient, out: TextIO = sys.st
     """
     learners = client.get(training_id).training.resources.learners
     for record in client.follow_logs(training_id):
-        out.write(line_text(record, learners=learners) + "\n")
+        out.write(log_line_text(record, learners=learners) + "\n")
     status = client.get(training_id).status
     name = pb.Status.Name(status.status)
     detail = " ".join(p for p in (status.error_code, status.status_message) if p)
