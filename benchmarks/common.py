@@ -9,12 +9,10 @@ import statistics
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
-from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.manager import KernelManager
-
+from benchmarks.kernel import Kernel
 from dlaas_jupyter.client import TrainerClient, TrainerConfig
 from dlaas_jupyter.client.embedded import ensure_running
 from dlaas_jupyter.proto import trainer_pb2 as pb
@@ -36,10 +34,7 @@ def embedded_trainer(data_dir: Path | None = None, user: str = "bench") -> Itera
             trainer_cli(["stop", "--data-dir", str(folder)])
 
 
-@contextlib.contextmanager
-def notebook_kernel(
-    config: TrainerConfig, folder: Path, notebook: str = "session.ipynb"
-) -> Iterator[BlockingKernelClient]:
+def notebook_kernel(config: TrainerConfig, folder: Path, notebook: str = "session.ipynb") -> Kernel:
     """A python3 ipykernel in ``folder``, pointed at the Trainer of ``config`` as
     Jupyter points one (env), told its notebook as jupyter_server tells it
     (JPY_SESSION_NAME), and never reaching the user's own Trainer or data."""
@@ -51,34 +46,7 @@ def notebook_kernel(
         DLAAS_DATA_DIR=str(folder / "data"),
         JPY_SESSION_NAME=str(folder / notebook),
     )
-    manager = KernelManager(kernel_name="python3")
-    manager.start_kernel(cwd=str(folder), env=env)
-    kernel = manager.blocking_client()
-    kernel.start_channels()
-    try:
-        kernel.wait_for_ready(timeout=60)
-        yield kernel
-    finally:
-        kernel.stop_channels()
-        manager.shutdown_kernel(now=True)
-
-
-def run_cell(kernel: BlockingKernelClient, code: str, timeout: float = 120) -> str:
-    """Run ``code`` as one cell; its stdout. Raises RuntimeError with the traceback if it raised."""
-    out: list[str] = []
-    failure: list[str] = []
-
-    def collect(message: dict) -> None:
-        kind, content = message["msg_type"], message["content"]
-        if kind == "stream":
-            out.append(content["text"])
-        elif kind == "error":
-            failure.extend(content["traceback"])
-
-    kernel.execute_interactive(code, output_hook=collect, timeout=timeout)
-    if failure:
-        raise RuntimeError("the cell raised:\n" + "\n".join(failure) + "\n" + "".join(out))
-    return "".join(out)
+    return Kernel(folder, env)
 
 
 def script_job(
@@ -100,14 +68,32 @@ def script_job(
     return request
 
 
-def wait_terminal(client: TrainerClient, training_id: str, timeout: float = 600) -> pb.Job:
+def wait_status(
+    client: TrainerClient,
+    training_id: str,
+    statuses: Collection[int],
+    *,
+    timeout: float = 120,
+    interval: float = 0.05,
+) -> pb.Job:
+    """Poll every ``interval`` s until the job is in one of ``statuses``: at a steady
+    pace, not Job.wait's backoff, so a change is seen soon after it happens."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         job = client.get(training_id)
-        if job.status.status in TERMINAL:
+        if job.status.status in statuses:
             return job
-        time.sleep(0.05)
-    raise TimeoutError(f"{training_id} did not finish in {timeout} s")
+        if time.monotonic() > deadline:
+            wanted = ", ".join(sorted(pb.Status.Name(s) for s in statuses))
+            raise TimeoutError(
+                f"{training_id} still {pb.Status.Name(job.status.status)} after {timeout} s"
+                f" (waiting for {wanted})"
+            )
+        time.sleep(interval)
+
+
+def wait_terminal(client: TrainerClient, training_id: str, timeout: float = 600) -> pb.Job:
+    return wait_status(client, training_id, TERMINAL, timeout=timeout)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from benchmarks.common import embedded_trainer, percentile, report, script_job
+from benchmarks.common import embedded_trainer, percentile, report, script_job, wait_status
 from benchmarks.lab import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -47,6 +47,7 @@ CPUS = 0.25
 ROUNDS = 5
 LOG_LINES = 100
 MANY = 1_000
+POLL = 0.01  # s between a client's status polls
 
 GATED = """\
 import os, sys, time
@@ -140,16 +141,10 @@ def gated_job(client: TrainerClient, gate: Path, name: str, lines: int = 0) -> s
     return client.create(request)
 
 
-def wait_status(
-    client: TrainerClient, training_id: str, status: int, timeout: float = 120
-) -> float:
+def first_seen(client: TrainerClient, training_id: str, status: int) -> float:
     """Poll every 10 ms until the job has ``status``; the wall time (ms) it was first seen."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.get(training_id).status.status == status:
-            return time.time() * 1000
-        time.sleep(0.01)
-    raise TimeoutError(f"{training_id} not {pb.Status.Name(status)} in {timeout} s")
+    wait_status(client, training_id, {status}, interval=POLL)
+    return time.time() * 1000
 
 
 def status_to_chip(
@@ -159,11 +154,11 @@ def status_to_chip(
     for n in range(ROUNDS):
         name, gate = f"status-{n}", folder / f"gate-{n}"
         training_id = gated_job(client, gate, name)
-        wait_status(client, training_id, pb.PROCESSING)
+        wait_status(client, training_id, {pb.PROCESSING}, interval=POLL)
         status_chip(job_item(page, name)).filter(has_text="PROCESSING").wait_for()
         page.evaluate(WATCH_CHIP, name)
         with ThreadPoolExecutor(max_workers=1) as poller:
-            polled = poller.submit(wait_status, client, training_id, pb.COMPLETED)
+            polled = poller.submit(first_seen, client, training_id, pb.COMPLETED)
             gate.touch()
             page.wait_for_function("() => window.__completedAt !== undefined")
         shown = page.evaluate("window.__completedAt")

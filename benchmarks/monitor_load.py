@@ -35,7 +35,6 @@ from benchmarks.common import (
     notebook_kernel,
     percentile,
     report,
-    run_cell,
     script_job,
     wait_terminal,
 )
@@ -167,28 +166,27 @@ def main(rate: int = 10_000, seconds: int = 20) -> None:
     with embedded_trainer() as client, tempfile.TemporaryDirectory(prefix="dlaas-mon-") as tmp:
         folder = Path(tmp)
         with notebook_kernel(client.config, folder) as kernel:
-            process = psutil.Process(int(run_cell(kernel, SETUP).split()[-1]))
+            process = psutil.Process(int(kernel.execute(SETUP).stdout.split()[-1]))
             time.sleep(1)  # let the kernel settle after the imports
-            idle = measure(kernel, process, window_seconds)
+            idle = measure(kernel.client, process, window_seconds)
 
             tid = client.create(
                 script_job(JOB.format(rate=rate, seconds=seconds), name="monitor-load", cpus=0.5)
             )
-            run_cell(kernel, f"job = Job({tid!r}, TrainerClient())\njob.monitor")
+            kernel.execute(f"job = Job({tid!r}, TrainerClient())\njob.monitor")
             while client.status(tid) not in (pb.PROCESSING, pb.STORING, pb.COMPLETED):
                 time.sleep(0.01)
             time.sleep(SETTLE)
-            busy = measure(kernel, process, window_seconds)
+            busy = measure(kernel.client, process, window_seconds)
 
             finished = wait_terminal(client, tid, timeout=seconds + 120)
             time.sleep(1)  # the monitor's last flush
             shown = json.loads(
-                run_cell(
-                    kernel,
+                kernel.execute(
                     "import json\nsnap = job.monitor.snapshot()\n"
                     "print(json.dumps({k: snap[k] for k in ('status', 'running', 'error')}"
-                    " | {'last': snap['log_tail'][-1] if snap['log_tail'] else ''}))",
-                )
+                    " | {'last': snap['log_tail'][-1] if snap['log_tail'] else ''}))"
+                ).stdout
             )
 
     report(f"Idle kernel, extension loaded ({idle.seconds:.0f} s window)", rows_for(idle))

@@ -22,17 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import nbformat
-from jupyter_client.blocking.client import BlockingKernelClient
-
-from benchmarks.common import (
-    embedded_trainer,
-    notebook_kernel,
-    percentile,
-    report,
-    run_cell,
-    wait_terminal,
-)
+from benchmarks.common import embedded_trainer, notebook_kernel, percentile, report, wait_terminal
+from benchmarks.kernel import Kernel, write_notebook
 from dlaas_jupyter.client import TrainerClient
 
 HARNESS = '''\
@@ -139,24 +130,12 @@ PHASES = [
 ]
 
 
-def write_notebook(path: Path) -> None:
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3 (ipykernel)",
-        "language": "python",
-    }
-    notebook.metadata["language_info"] = {"name": "python"}
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in CELLS]
-    nbformat.write(notebook, path)
-
-
-def submit(kernel: BlockingKernelClient, client: TrainerClient) -> dict[str, float | str]:
+def submit(kernel: Kernel, client: TrainerClient) -> dict[str, float | str]:
     """One %%dlaas_train cell, timed in the kernel; waits for the job to end after."""
-    out = run_cell(kernel, TRAIN_CELL)
-    lines = [line for line in out.splitlines() if line.startswith("BENCH ")]
+    out = kernel.execute(TRAIN_CELL)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("BENCH ")]
     if not lines:
-        raise RuntimeError(f"the cell printed no timing:\n{out}")
+        raise RuntimeError(f"the cell printed no timing:\n{out.stdout}{out.stderr}")
     run = json.loads(lines[-1].removeprefix("BENCH "))
     wait_terminal(client, run["id"], timeout=120)
     return run
@@ -169,10 +148,10 @@ def ms(value: float) -> str:
 def main(runs: int = 10) -> None:
     with embedded_trainer() as client, tempfile.TemporaryDirectory(prefix="dlaas-nb-") as tmp:
         folder = Path(tmp)
-        write_notebook(folder / "session.ipynb")
+        write_notebook(folder / "session.ipynb", CELLS)
         with notebook_kernel(client.config, folder) as kernel:
             for source in CELLS[:-1]:
-                run_cell(kernel, source)
+                kernel.execute(source)
             cold = submit(kernel, client)
             warm = [submit(kernel, client) for _ in range(runs)]
 

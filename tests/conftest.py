@@ -1,4 +1,4 @@
-"""Shared fixtures: a real embedded Trainer on localhost, and job builders."""
+"""Shared fixtures: a real embedded Trainer on localhost, its raw stub, and job builders."""
 
 from __future__ import annotations
 
@@ -14,15 +14,19 @@ import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
+import grpc
 import pytest
 
 from dlaas_jupyter.proto import trainer_pb2 as pb
+from dlaas_jupyter.proto import trainer_pb2_grpc as pb_grpc
 
 # For jobs on the session Trainer: small, so jobs of different tests never queue
 # behind each other.
 SMALL_CPUS = 0.25
+TERMINAL = (pb.COMPLETED, pb.FAILED, pb.HALTED)
+CALL_TIMEOUT = 30.0
 
 T = TypeVar("T")
 
@@ -78,6 +82,91 @@ def stop_trainer(trainer: RunningTrainer) -> None:
             trainer.process.wait()
 
 
+class Api:
+    """The raw Trainer stub of one user, with the calls tests repeat."""
+
+    def __init__(self, trainer: RunningTrainer, user: str) -> None:
+        self.trainer = trainer
+        self.user = user
+        self.channel = grpc.insecure_channel(
+            trainer.target, options=[("grpc.max_receive_message_length", 64 * 2**20)]
+        )
+        self.stub = pb_grpc.TrainerStub(self.channel)
+        self.md = trainer.metadata
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def create(self, request: pb.CreateRequest) -> str:
+        request.user_id = self.user
+        reply = self.stub.CreateTrainingJob(request, metadata=self.md, timeout=CALL_TIMEOUT)
+        return reply.training_id
+
+    def job(self, tid: str) -> pb.Job:
+        request = pb.GetRequest(training_id=tid, user_id=self.user)
+        return self.stub.GetTrainingJob(request, metadata=self.md, timeout=CALL_TIMEOUT).job
+
+    def wait(self, tid: str, *statuses: int, timeout: float = 60.0) -> pb.Job:
+        """Poll until the job is in one of ``statuses`` (default: any terminal one)."""
+        wanted = statuses or TERMINAL
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(tid)
+            if job.status.status in wanted:
+                return job
+            if job.status.status in TERMINAL or time.monotonic() > deadline:
+                names = [pb.Status.Name(s) for s in wanted]
+                pytest.fail(f"{tid} is {pb.Status.Name(job.status.status)} "
+                            f"({job.status.status_message!r}), expected one of {names}")
+            time.sleep(0.02)
+
+    def page(
+        self, tid: str, *, pos: int = 0, pagesize: int = 1000, since: str = ""
+    ) -> list[pb.LogLine]:
+        """One page of the job's log (FfDL's Query rules)."""
+        query = pb.Query(meta=pb.MetaInfo(training_id=tid, user_id=self.user),
+                         pos=pos, pagesize=pagesize, since=since)
+        return list(self.stub.GetTrainingLogs(query, metadata=self.md, timeout=CALL_TIMEOUT))
+
+    def logs(self, tid: str) -> list[pb.LogLine]:
+        """Every stored line of the job in time order (time is a unique cursor)."""
+        lines: list[pb.LogLine] = []
+        while page := self.page(tid, since=str(lines[-1].meta.time + 1) if lines else ""):
+            lines.extend(page)
+        return lines
+
+    def texts(self, tid: str) -> list[str]:
+        return [line.line for line in self.logs(tid)]
+
+    def wait_for_line(self, tid: str, prefix: str, timeout: float = 30.0) -> pb.LogLine:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.logs(tid):
+                if line.line.startswith(prefix):
+                    return line
+            time.sleep(0.05)
+        pytest.fail(f"{tid} printed no line starting {prefix!r}: {self.texts(tid)}")
+
+    def trained_model(self, tid: str) -> zipfile.ZipFile:
+        request = pb.TrainedModelRequest(training_id=tid, user_id=self.user)
+        chunks = self.stub.GetTrainedModel(request, metadata=self.md, timeout=CALL_TIMEOUT)
+        return zipfile.ZipFile(io.BytesIO(b"".join(c.data for c in chunks)))
+
+    def halt(self, tid: str) -> pb.HaltResponse:
+        request = pb.HaltRequest(training_id=tid, user_id=self.user)
+        return self.stub.HaltTrainingJob(request, metadata=self.md, timeout=CALL_TIMEOUT)
+
+    def delete(self, tid: str) -> pb.DeleteResponse:
+        request = pb.DeleteRequest(training_id=tid, user_id=self.user)
+        return self.stub.DeleteTrainingJob(request, metadata=self.md, timeout=CALL_TIMEOUT)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_environment(tmp_path_factory) -> Iterator[None]:
     """No test may reach the user's own Trainer or data directory."""
@@ -102,6 +191,13 @@ def trainer(tmp_path_factory) -> Iterator[RunningTrainer]:
 def user(request) -> str:
     """A user of its own per test, so jobs of other tests never show up."""
     return "u-" + request.node.name.replace("[", "-").replace("]", "")[:40]
+
+
+@pytest.fixture
+def api(trainer: RunningTrainer, user: str) -> Iterator[Api]:
+    """The session Trainer's raw stub as this test's user."""
+    with Api(trainer, user) as client:
+        yield client
 
 
 @pytest.fixture
@@ -162,6 +258,15 @@ def job_request(
     res.learners, res.cpus, res.gpus = learners, cpus, gpus
     if memory_mib:
         res.memory, res.memory_unit = memory_mib, pb.MiB
+    return request
+
+
+def with_data(request: pb.CreateRequest, data_dir: Path) -> pb.CreateRequest:
+    """Mount ``data_dir`` as the job's input data (FfDL's host_mount volume)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    request.datastores.add(id="d", type="mount_volume",
+                           connection={"type": "host_mount", "path": str(data_dir)})
+    request.training.input_data.append("d")
     return request
 
 

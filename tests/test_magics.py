@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kernel import WIDGET_VIEW, Kernel, write_notebook
+
+from benchmarks.kernel import WIDGET_VIEW, Kernel, write_notebook
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_CPUS, anys, job_request, wait_until
+from conftest import SMALL_CPUS, anys, job_request, wait_until, with_data
 
 from dlaas_jupyter.client import TERMINAL, TrainerClient
 from dlaas_jupyter.client.errors import InvalidRequest
@@ -81,11 +81,7 @@ def submit(
     if spec is not None:
         request.evaluation_metrics.CopyFrom(spec)
     if data is not None:
-        data.mkdir(parents=True, exist_ok=True)
-        request.datastores.add(
-            id="d", type="mount_volume", connection={"type": "host_mount", "path": str(data)}
-        )
-        request.training.input_data.append("d")
+        with_data(request, data)
     return client.create(request)
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from kernel import WIDGET_VIEW
 from nbclient import NotebookClient
 from nbformat import NotebookNode
 
+from benchmarks.kernel import WIDGET_VIEW
 from dlaas_jupyter.packaging.notebook import package_notebook, to_zip
 from dlaas_jupyter.packaging.options import TrainOptions, build_request
 from dlaas_jupyter.proto import trainer_pb2 as pb

@@ -8,11 +8,10 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_CPUS, job_request, make_zip, with_data
 
 from dlaas_jupyter.proto import trainer_pb2 as pb
 from dlaas_jupyter.trainer.requirements import missing_requirements
-from tests.conftest import SMALL_CPUS, job_request, make_zip
-from tests.test_trainer_jobs import Api, with_data
 
 
 def test_satisfied_requirements_need_no_install(tmp_path: Path) -> None:
@@ -48,13 +47,6 @@ def _wheel(name: str, module_source: str) -> tuple[str, bytes]:
     record.append(f"{dist}.dist-info/RECORD,,")
     files[f"{dist}.dist-info/RECORD"] = ("\n".join(record) + "\n").encode()
     return f"{dist}-py3-none-any.whl", make_zip(files)
-
-
-@pytest.fixture
-def api(trainer, user):
-    client = Api(trainer, user)
-    yield client
-    client.close()
 
 
 def test_missing_requirements_are_installed_for_the_job_only(api, tmp_path: Path) -> None:

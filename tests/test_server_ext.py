@@ -25,13 +25,13 @@ import psutil
 import pytest
 import yaml
 from conftest import SMALL_CPUS, closed_port_url, job_request
-from kernel import write_notebook
 from pytest_jupyter.jupyter_server import *  # noqa: F403 - the fixtures; see the module doc
 from tornado.httpclient import HTTPResponse
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from traitlets.config import Config
 
 import dlaas_jupyter
+from benchmarks.kernel import write_notebook
 from dlaas_jupyter.client import AsyncTrainerClient, TrainerConfig
 from dlaas_jupyter.paths import INFO_FILE
 from dlaas_jupyter.proto import trainer_pb2 as pb

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from conftest import SMALL_CPUS, closed_port_url, job_request
-from kernel import write_notebook
 from pytest_jupyter.jupyter_server import *  # noqa: F403 - the fixtures; see test_server_ext.py
 from test_server_ext import (  # the shared server fixtures and helpers
     Api,
@@ -22,6 +21,7 @@ from test_server_ext import (  # the shared server fixtures and helpers
 from tornado.httpclient import HTTPClientError
 from tornado.websocket import WebSocketClientConnection
 
+from benchmarks.kernel import write_notebook
 from dlaas_jupyter.client import AsyncTrainerClient, TrainerConfig
 from dlaas_jupyter.server_ext.websockets import (
     BATCH,

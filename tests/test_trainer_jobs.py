@@ -22,15 +22,23 @@ from pathlib import Path
 import grpc
 import psutil
 import pytest
+from conftest import (
+    CALL_TIMEOUT,
+    SMALL_CPUS,
+    TERMINAL,
+    Api,
+    RunningTrainer,
+    job_request,
+    make_zip,
+    start_trainer,
+    stop_trainer,
+    with_data,
+)
 
-from conftest import SMALL_CPUS, RunningTrainer, job_request, make_zip, start_trainer, stop_trainer
 from dlaas_jupyter.proto import trainer_pb2 as pb
-from dlaas_jupyter.proto import trainer_pb2_grpc as pb_grpc
 from dlaas_jupyter.trainer.store import Store
 
-TERMINAL = (pb.COMPLETED, pb.FAILED, pb.HALTED)
 FOLLOW = ("dlaas-follow", "1")
-CALL_TIMEOUT = 30.0
 # Runs until the test creates $DATA_DIR/release.
 GATED = 'echo waiting; while [ ! -e "$DATA_DIR/release" ]; do sleep 0.05; done; echo released'
 TICKER = """\
@@ -45,94 +53,6 @@ while True:
     i += 1
     time.sleep(0.05)
 """
-
-
-class Api:
-    """The raw Trainer stub of one user, with the calls these tests repeat."""
-
-    def __init__(self, trainer: RunningTrainer, user: str) -> None:
-        self.trainer = trainer
-        self.user = user
-        self.channel = grpc.insecure_channel(
-            trainer.target, options=[("grpc.max_receive_message_length", 64 * 2**20)]
-        )
-        self.stub = pb_grpc.TrainerStub(self.channel)
-        self.md = trainer.metadata
-
-    def close(self) -> None:
-        self.channel.close()
-
-    def create(self, request: pb.CreateRequest) -> str:
-        request.user_id = self.user
-        reply = self.stub.CreateTrainingJob(request, metadata=self.md, timeout=CALL_TIMEOUT)
-        return reply.training_id
-
-    def job(self, tid: str) -> pb.Job:
-        request = pb.GetRequest(training_id=tid, user_id=self.user)
-        return self.stub.GetTrainingJob(request, metadata=self.md, timeout=CALL_TIMEOUT).job
-
-    def wait(self, tid: str, *statuses: int, timeout: float = 60.0) -> pb.Job:
-        """Poll until the job is in one of ``statuses`` (default: any terminal one)."""
-        wanted = statuses or TERMINAL
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.job(tid)
-            if job.status.status in wanted:
-                return job
-            if job.status.status in TERMINAL or time.monotonic() > deadline:
-                names = [pb.Status.Name(s) for s in wanted]
-                pytest.fail(f"{tid} is {pb.Status.Name(job.status.status)} "
-                            f"({job.status.status_message!r}), expected one of {names}")
-            time.sleep(0.02)
-
-    def page(
-        self, tid: str, *, pos: int = 0, pagesize: int = 1000, since: str = ""
-    ) -> list[pb.LogLine]:
-        """One page of the job's log (FfDL's Query rules)."""
-        query = pb.Query(meta=pb.MetaInfo(training_id=tid, user_id=self.user),
-                         pos=pos, pagesize=pagesize, since=since)
-        return list(self.stub.GetTrainingLogs(query, metadata=self.md, timeout=CALL_TIMEOUT))
-
-    def logs(self, tid: str) -> list[pb.LogLine]:
-        """Every stored line of the job in time order (time is a unique cursor)."""
-        lines: list[pb.LogLine] = []
-        while page := self.page(tid, since=str(lines[-1].meta.time + 1) if lines else ""):
-            lines.extend(page)
-        return lines
-
-    def texts(self, tid: str) -> list[str]:
-        return [line.line for line in self.logs(tid)]
-
-    def wait_for_line(self, tid: str, prefix: str, timeout: float = 30.0) -> pb.LogLine:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.logs(tid):
-                if line.line.startswith(prefix):
-                    return line
-            time.sleep(0.05)
-        pytest.fail(f"{tid} printed no line starting {prefix!r}: {self.texts(tid)}")
-
-    def trained_model(self, tid: str) -> zipfile.ZipFile:
-        request = pb.TrainedModelRequest(training_id=tid, user_id=self.user)
-        chunks = self.stub.GetTrainedModel(request, metadata=self.md, timeout=CALL_TIMEOUT)
-        return zipfile.ZipFile(io.BytesIO(b"".join(c.data for c in chunks)))
-
-    def halt(self, tid: str) -> pb.HaltResponse:
-        request = pb.HaltRequest(training_id=tid, user_id=self.user)
-        return self.stub.HaltTrainingJob(request, metadata=self.md, timeout=CALL_TIMEOUT)
-
-    def delete(self, tid: str) -> pb.DeleteResponse:
-        request = pb.DeleteRequest(training_id=tid, user_id=self.user)
-        return self.stub.DeleteTrainingJob(request, metadata=self.md, timeout=CALL_TIMEOUT)
-
-
-def with_data(request: pb.CreateRequest, data_dir: Path) -> pb.CreateRequest:
-    """Mount ``data_dir`` as the job's input data (FfDL's host_mount volume)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    request.datastores.add(id="d", type="mount_volume",
-                           connection={"type": "host_mount", "path": str(data_dir)})
-    request.training.input_data.append("d")
-    return request
 
 
 def history(trainer: RunningTrainer, tid: str) -> list[tuple[int, int, str]]:
@@ -163,13 +83,6 @@ def wait_gone(pid: int, created: float, timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.05)
     return True
-
-
-@pytest.fixture
-def api(trainer: RunningTrainer, user: str) -> Iterator[Api]:
-    client = Api(trainer, user)
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -7,11 +7,9 @@ embedded Trainer sees (FfDL's codes and messages, and where we do better).
 from __future__ import annotations
 
 import functools
-import io
 import platform
 import re
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +18,14 @@ import grpc
 import psutil
 import pytest
 from conftest import (
+    Api,
     RunningTrainer,
     job_request,
     make_zip,
     start_trainer,
     stop_trainer,
     wait_until,
+    with_data,
 )
 
 from dlaas_jupyter.proto import trainer_pb2 as pb
@@ -34,7 +34,6 @@ from dlaas_jupyter.proto import trainer_pb2_grpc as pb_grpc
 DEADLINE = 20.0
 PERMISSION = "User does not have permission to read training data"
 FOLLOW = ("dlaas-follow", "1")
-TERMINAL = {pb.COMPLETED, pb.FAILED, pb.HALTED}
 # Small, so test jobs never queue behind each other on a two-core machine.
 CPUS = 0.1
 # Makes a job wait, still PROCESSING, until the test creates this file in its DATA_DIR.
@@ -53,39 +52,7 @@ def stub(trainer: RunningTrainer) -> Iterator[pb_grpc.TrainerStub]:
 def request_for(data_dir: Path, command: str, **kwargs) -> pb.CreateRequest:
     """A valid CreateRequest whose input datastore is ``data_dir``."""
     kwargs.setdefault("cpus", CPUS)
-    request = job_request(command, **kwargs)
-    request.datastores.add(
-        id="d", type="mount_volume", connection={"type": "host_mount", "path": str(data_dir)}
-    )
-    request.training.input_data.append("d")
-    return request
-
-
-def submit(stub, trainer: RunningTrainer, user: str, data_dir: Path, command: str, **kwargs) -> str:
-    request = request_for(data_dir, command, user_id=user, **kwargs)
-    reply = stub.CreateTrainingJob(request, metadata=trainer.metadata, timeout=DEADLINE)
-    return reply.training_id
-
-
-def get(stub, trainer: RunningTrainer, user: str, tid: str) -> pb.Job:
-    request = pb.GetRequest(training_id=tid, user_id=user)
-    return stub.GetTrainingJob(request, metadata=trainer.metadata, timeout=DEADLINE).job
-
-
-def wait_job(
-    stub, trainer: RunningTrainer, user: str, tid: str, done: Callable[[pb.Job], bool]
-) -> pb.Job:
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        job = get(stub, trainer, user, tid)
-        if done(job):
-            return job
-        assert time.monotonic() < deadline, f"{tid} stuck in {pb.Status.Name(job.status.status)}"
-        time.sleep(0.02)
-
-
-def wait_terminal(stub, trainer: RunningTrainer, user: str, tid: str) -> pb.Job:
-    return wait_job(stub, trainer, user, tid, lambda job: job.status.status in TERMINAL)
+    return with_data(job_request(command, **kwargs), data_dir)
 
 
 def query(tid: str, user: str, **fields) -> pb.Query:
@@ -96,14 +63,9 @@ def log_lines(stub, trainer: RunningTrainer, q: pb.Query) -> list[pb.LogLine]:
     return list(stub.GetTrainingLogs(q, metadata=trainer.metadata, timeout=DEADLINE))
 
 
-def wait_logged(stub, trainer: RunningTrainer, user: str, tid: str, line: str) -> None:
+def wait_logged(api: Api, tid: str, line: str) -> None:
     """Wait until the job's stored log contains ``line``."""
-    q = query(tid, user, pagesize=1000)
-    wait_until(
-        f"{tid} to log {line!r}",
-        lambda: line in [r.line for r in log_lines(stub, trainer, q)],
-        DEADLINE,
-    )
+    wait_until(f"{tid} to log {line!r}", lambda: line in [r.line for r in api.page(tid)], DEADLINE)
 
 
 def download(stub, trainer: RunningTrainer, name: str, user: str, tid: str) -> bytes:
@@ -147,16 +109,15 @@ def call_job(stub, trainer: RunningTrainer, name: str, user: str, tid: str) -> A
 # -- jobs: create, read, list, update, halt, delete -----------------------------------------
 
 
-def test_finished_job_through_every_read_rpc(stub, trainer, user, tmp_path) -> None:
+def test_finished_job_through_every_read_rpc(api, stub, trainer, user, tmp_path) -> None:
     content = make_zip({"main.py": "print('hello from main')\n", "blob.bin": bytes(range(256))})
-    tid = submit(
-        stub, trainer, user, tmp_path,
-        "python main.py && printf weights > $RESULT_DIR/model.bin",
+    tid = api.create(request_for(
+        tmp_path, "python main.py && printf weights > $RESULT_DIR/model.bin",
         name="finished", zip_bytes=content,
-    )
+    ))
     assert re.fullmatch(r"training-[0-9A-Za-z_-]{9}", tid)
 
-    job = wait_terminal(stub, trainer, user, tid)
+    job = api.wait(tid)
     assert (job.training_id, job.user_id, job.model_definition.name) == (tid, user, "finished")
     assert job.status.status == pb.COMPLETED, job.status.status_message
     stamps = [
@@ -175,8 +136,7 @@ def test_finished_job_through_every_read_rpc(stub, trainer, user, tmp_path) -> N
     definition = download(stub, trainer, "GetModelDefinition", user, tid)
     assert definition == content
 
-    trained = download(stub, trainer, "GetTrainedModel", user, tid)
-    with zipfile.ZipFile(io.BytesIO(trained)) as archive:
+    with api.trained_model(tid) as archive:
         assert archive.testzip() is None
         assert archive.read("model.bin") == b"weights"
         assert archive.read("learner-1/training-log.txt") == b"hello from main\n"
@@ -192,20 +152,20 @@ def test_finished_job_through_every_read_rpc(stub, trainer, user, tmp_path) -> N
     assert list(call_job(stub, trainer, "GetTrainingEMetrics", user, tid)) == []
 
     # Better than FfDL: halting a finished job changes nothing and says so.
-    halted = call_job(stub, trainer, "HaltTrainingJob", user, tid)
+    halted = api.halt(tid)
     assert (halted.training_id, halted.user_id, halted.status) == (tid, user, pb.COMPLETED)
-    assert get(stub, trainer, user, tid) == job
+    assert api.job(tid) == job
 
     err = rpc_error(lambda: call_job(stub, trainer, "ResumeTrainingJob", user, tid))
     assert err.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-def test_get_all_lists_only_own_jobs_oldest_first(stub, trainer, user, tmp_path) -> None:
-    other = user + "-other"
+def test_get_all_lists_only_own_jobs_oldest_first(api, stub, trainer, user, tmp_path) -> None:
     mine = []
-    for n in range(3):
-        mine.append(submit(stub, trainer, user, tmp_path, "true", name=f"mine-{n}"))
-        submit(stub, trainer, other, tmp_path, "true", name=f"theirs-{n}")
+    with Api(trainer, user + "-other") as other:
+        for n in range(3):
+            mine.append(api.create(request_for(tmp_path, "true", name=f"mine-{n}")))
+            other.create(request_for(tmp_path, "true", name=f"theirs-{n}"))
     reply = stub.GetAllTrainingsJobs(
         pb.GetAllRequest(user_id=user), metadata=trainer.metadata, timeout=DEADLINE
     )
@@ -213,34 +173,32 @@ def test_get_all_lists_only_own_jobs_oldest_first(stub, trainer, user, tmp_path)
     assert [j.model_definition.name for j in reply.jobs] == ["mine-0", "mine-1", "mine-2"]
     assert {j.user_id for j in reply.jobs} == {user}
     for tid in mine:
-        wait_terminal(stub, trainer, user, tid)
+        api.wait(tid)
 
 
-def test_halt_keeps_what_the_job_wrote(stub, trainer, user, tmp_path) -> None:
-    tid = submit(
-        stub, trainer, user, tmp_path,
-        "printf partial > $RESULT_DIR/partial.bin; echo ready; sleep 60",
-    )
-    wait_logged(stub, trainer, user, tid, "ready")
+def test_halt_keeps_what_the_job_wrote(api, user, tmp_path) -> None:
+    tid = api.create(request_for(
+        tmp_path, "printf partial > $RESULT_DIR/partial.bin; echo ready; sleep 60"
+    ))
+    wait_logged(api, tid, "ready")
 
     started = time.monotonic()
-    reply = call_job(stub, trainer, "HaltTrainingJob", user, tid)
+    reply = api.halt(tid)
     assert time.monotonic() - started < 5
     assert (reply.training_id, reply.user_id, reply.status) == (tid, user, pb.HALTED)
-    job = get(stub, trainer, user, tid)
+    job = api.job(tid)
     assert job.status.status == pb.HALTED
     assert (job.status.status_message, job.status.error_code) == ("Halted by user", "0")
     assert job.status.completion_timestamp.isdigit()
 
-    trained = download(stub, trainer, "GetTrainedModel", user, tid)
-    with zipfile.ZipFile(io.BytesIO(trained)) as archive:
+    with api.trained_model(tid) as archive:
         assert archive.read("partial.bin") == b"partial"
         assert archive.read("learner-1/training-log.txt") == b"ready\n"
 
 
-def test_update_changes_status_until_terminal(stub, trainer, user, tmp_path) -> None:
-    tid = submit(stub, trainer, user, tmp_path, "sleep 60")
-    wait_job(stub, trainer, user, tid, lambda job: job.status.status == pb.PROCESSING)
+def test_update_changes_status_until_terminal(api, stub, trainer, user, tmp_path) -> None:
+    tid = api.create(request_for(tmp_path, "sleep 60"))
+    api.wait(tid, pb.PROCESSING)
 
     def update(status: int, message: str, **fields) -> pb.UpdateResponse:
         request = pb.UpdateRequest(
@@ -250,11 +208,11 @@ def test_update_changes_status_until_terminal(stub, trainer, user, tmp_path) -> 
 
     try:
         assert update(pb.PROCESSING, "epoch 3 of 10").training_id == tid
-        job = get(stub, trainer, user, tid)
+        job = api.job(tid)
         assert (job.status.status, job.status.status_message) == (pb.PROCESSING, "epoch 3 of 10")
 
         update(pb.FAILED, "the node went away", error_code="S104", timestamp="1700000000123")
-        job = get(stub, trainer, user, tid)
+        job = api.job(tid)
         assert job.status.status == pb.FAILED
         assert (job.status.status_message, job.status.error_code) == ("the node went away", "S104")
         assert job.status.completion_timestamp == "1700000000123"
@@ -262,15 +220,15 @@ def test_update_changes_status_until_terminal(stub, trainer, user, tmp_path) -> 
         err = rpc_error(lambda: update(pb.PROCESSING, "back to life"))
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "FAILED" in err.details()
-        assert get(stub, trainer, user, tid) == job
+        assert api.job(tid) == job
     finally:
-        call_job(stub, trainer, "DeleteTrainingJob", user, tid)
+        api.delete(tid)
 
 
-def test_update_to_a_terminal_status_ends_the_job(stub, trainer, user, tmp_path) -> None:
+def test_update_to_a_terminal_status_ends_the_job(api, stub, trainer, user, tmp_path) -> None:
     command = f"echo $$ > $DATA_DIR/pid; echo one; {GATE}; echo two"
-    tid = submit(stub, trainer, user, tmp_path, command)
-    wait_logged(stub, trainer, user, tid, "one")
+    tid = api.create(request_for(tmp_path, command))
+    wait_logged(api, tid, "one")
     learner = psutil.Process(int((tmp_path / "pid").read_text()))
 
     request = pb.UpdateRequest(
@@ -281,7 +239,7 @@ def test_update_to_a_terminal_status_ends_the_job(stub, trainer, user, tmp_path)
     # The learner is gone by the time the reply comes, so nothing can overwrite the status.
     assert not learner.is_running() or learner.status() == psutil.STATUS_ZOMBIE
     (tmp_path / "go").touch()
-    job = get(stub, trainer, user, tid)
+    job = api.job(tid)
     assert job.status.status == pb.FAILED
     assert (job.status.status_message, job.status.error_code) == ("lost the node", "S104")
     assert [r.line for r in log_lines(stub, trainer, query(tid, user))] == ["one"]
@@ -292,7 +250,9 @@ def test_update_to_a_terminal_status_ends_the_job(stub, trainer, user, tmp_path)
     [({"status": 3}, "status 3"), ({"status": pb.PROCESSING, "timestamp": "soon"}, "'soon'")],
     ids=["undefined-status", "bad-timestamp"],
 )
-def test_update_with_bad_values_is_invalid(stub, trainer, running_job, fields, message) -> None:
+def test_update_with_bad_values_is_invalid(
+    stub, trainer, owner, running_job, fields, message
+) -> None:
     tid = running_job.training_id
     request = pb.UpdateRequest(training_id=tid, user_id=OWNER, **fields)
     err = rpc_error(
@@ -300,16 +260,16 @@ def test_update_with_bad_values_is_invalid(stub, trainer, running_job, fields, m
     )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in err.details()
-    assert get(stub, trainer, OWNER, tid) == running_job
+    assert owner.job(tid) == running_job
 
 
-def test_delete_removes_the_job_everywhere(stub, trainer, user, tmp_path) -> None:
-    tid = submit(stub, trainer, user, tmp_path, "echo logged; printf w > $RESULT_DIR/model.bin")
-    assert wait_terminal(stub, trainer, user, tid).status.status == pb.COMPLETED
+def test_delete_removes_the_job_everywhere(api, stub, trainer, user, tmp_path) -> None:
+    tid = api.create(request_for(tmp_path, "echo logged; printf w > $RESULT_DIR/model.bin"))
+    assert api.wait(tid).status.status == pb.COMPLETED
     job_files = trainer.data_dir / "jobs" / tid
     assert (job_files / "results" / "model.bin").is_file()
 
-    assert call_job(stub, trainer, "DeleteTrainingJob", user, tid).training_id == tid
+    assert api.delete(tid).training_id == tid
     for name in JOB_REQUESTS:
         err = rpc_error(functools.partial(call_job, stub, trainer, name, user, tid))
         assert err.code() == grpc.StatusCode.NOT_FOUND, name
@@ -320,11 +280,11 @@ def test_delete_removes_the_job_everywhere(stub, trainer, user, tmp_path) -> Non
     assert not job_files.exists()
 
 
-def test_delete_stops_a_running_job(stub, trainer, user, tmp_path) -> None:
-    tid = submit(stub, trainer, user, tmp_path, "echo ready; sleep 60")
-    wait_logged(stub, trainer, user, tid, "ready")
-    call_job(stub, trainer, "DeleteTrainingJob", user, tid)
-    err = rpc_error(lambda: get(stub, trainer, user, tid))
+def test_delete_stops_a_running_job(api, trainer, tmp_path) -> None:
+    tid = api.create(request_for(tmp_path, "echo ready; sleep 60"))
+    wait_logged(api, tid, "ready")
+    api.delete(tid)
+    err = rpc_error(lambda: api.job(tid))
     assert err.code() == grpc.StatusCode.NOT_FOUND
     assert not (trainer.data_dir / "jobs" / tid).exists()
 
@@ -435,20 +395,26 @@ OWNER = "u-rpc-owner"
 
 
 @pytest.fixture(scope="module")
-def running_job(stub, trainer, tmp_path_factory) -> Iterator[pb.Job]:
+def owner(trainer) -> Iterator[Api]:
+    with Api(trainer, OWNER) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def running_job(owner, tmp_path_factory) -> Iterator[pb.Job]:
     """A job of OWNER that stays PROCESSING for the module's tests."""
-    tid = submit(stub, trainer, OWNER, tmp_path_factory.mktemp("owned"), "echo up; sleep 120")
-    wait_logged(stub, trainer, OWNER, tid, "up")
-    yield wait_job(stub, trainer, OWNER, tid, lambda job: job.status.status == pb.PROCESSING)
-    call_job(stub, trainer, "DeleteTrainingJob", OWNER, tid)
+    tid = owner.create(request_for(tmp_path_factory.mktemp("owned"), "echo up; sleep 120"))
+    wait_logged(owner, tid, "up")
+    yield owner.wait(tid, pb.PROCESSING)
+    owner.delete(tid)
 
 
 @pytest.mark.parametrize("name", JOB_REQUESTS)
-def test_another_user_is_refused(stub, trainer, running_job, name) -> None:
+def test_another_user_is_refused(stub, trainer, owner, running_job, name) -> None:
     tid = running_job.training_id
     err = rpc_error(lambda: call_job(stub, trainer, name, "u-rpc-intruder", tid))
     assert (err.code(), err.details()) == (grpc.StatusCode.PERMISSION_DENIED, PERMISSION)
-    assert get(stub, trainer, OWNER, tid) == running_job
+    assert owner.job(tid) == running_job
 
 
 @pytest.mark.parametrize("name", JOB_REQUESTS)
@@ -507,13 +473,12 @@ PAGED_LINES = 95
 
 
 @pytest.fixture(scope="module")
-def numbered_job(stub, trainer, tmp_path_factory) -> str:
+def numbered_job(trainer, tmp_path_factory) -> str:
     """A finished job that printed 'line 1' ... 'line 95'."""
-    tid = submit(
-        stub, trainer, PAGED, tmp_path_factory.mktemp("paged"),
-        f'for i in $(seq 1 {PAGED_LINES}); do echo "line $i"; done',
-    )
-    assert wait_terminal(stub, trainer, PAGED, tid).status.status == pb.COMPLETED
+    command = f'for i in $(seq 1 {PAGED_LINES}); do echo "line $i"; done'
+    with Api(trainer, PAGED) as paged:
+        tid = paged.create(request_for(tmp_path_factory.mktemp("paged"), command))
+        assert paged.wait(tid).status.status == pb.COMPLETED
     return tid
 
 
@@ -587,9 +552,9 @@ def test_bad_queries_are_invalid(stub, trainer, numbered_job, call, fields, mess
 # -- following a running job ------------------------------------------------------------------
 
 
-def test_logs_follow_with_metadata_until_the_job_ends(stub, trainer, user, tmp_path) -> None:
-    tid = submit(stub, trainer, user, tmp_path, f"echo one; {GATE}; echo two; echo three")
-    wait_logged(stub, trainer, user, tid, "one")
+def test_logs_follow_with_metadata_until_the_job_ends(api, stub, trainer, user, tmp_path) -> None:
+    tid = api.create(request_for(tmp_path, f"echo one; {GATE}; echo two; echo three"))
+    wait_logged(api, tid, "one")
 
     # Without the metadata: one page, at once, although the job still runs.
     started = time.monotonic()
@@ -601,18 +566,18 @@ def test_logs_follow_with_metadata_until_the_job_ends(stub, trainer, user, tmp_p
     )
     first = next(stream)
     assert first.line == "one"
-    assert get(stub, trainer, user, tid).status.status == pb.PROCESSING
+    assert api.job(tid).status.status == pb.PROCESSING
     (tmp_path / "go").touch()
     rest = list(stream)
     assert [r.line for r in rest] == ["two", "three"]
     assert [r.meta.rindex for r in rest] == [2, 3]
     # The stream ended because the job did.
-    assert get(stub, trainer, user, tid).status.status == pb.COMPLETED
+    assert api.job(tid).status.status == pb.COMPLETED
 
 
-def test_follow_by_position_continues_after_the_page(stub, trainer, user, tmp_path) -> None:
-    tid = submit(stub, trainer, user, tmp_path, f"seq 1 5; {GATE}; seq 6 8")
-    wait_logged(stub, trainer, user, tid, "5")
+def test_follow_by_position_continues_after_the_page(api, stub, trainer, user, tmp_path) -> None:
+    tid = api.create(request_for(tmp_path, f"seq 1 5; {GATE}; seq 6 8"))
+    wait_logged(api, tid, "5")
     stream = stub.GetTrainingLogs(
         query(tid, user, pos=4, pagesize=1), metadata=[*trainer.metadata, FOLLOW], timeout=DEADLINE
     )
@@ -621,15 +586,15 @@ def test_follow_by_position_continues_after_the_page(stub, trainer, user, tmp_pa
     assert [r.line for r in stream] == ["6", "7", "8"]
 
 
-def test_raw_log_follow_streams_until_the_job_ends(stub, trainer, user, tmp_path) -> None:
-    tid = submit(stub, trainer, user, tmp_path, f"echo one; {GATE}; echo two; echo three")
-    wait_logged(stub, trainer, user, tid, "one")
+def test_raw_log_follow_streams_until_the_job_ends(api, stub, trainer, user, tmp_path) -> None:
+    tid = api.create(request_for(tmp_path, f"echo one; {GATE}; echo two; echo three"))
+    wait_logged(api, tid, "one")
     assert download(stub, trainer, "GetTrainedModelLogs", user, tid) == b"one\n"
 
     request = pb.TrainedModelLogRequest(training_id=tid, user_id=user, follow=True)
     stream = stub.GetTrainedModelLogs(request, metadata=trainer.metadata, timeout=DEADLINE)
     assert next(stream).data == b"one\n"
-    assert get(stub, trainer, user, tid).status.status == pb.PROCESSING
+    assert api.job(tid).status.status == pb.PROCESSING
     (tmp_path / "go").touch()
     assert b"".join(c.data for c in stream) == b"two\nthree\n"
-    assert get(stub, trainer, user, tid).status.status == pb.COMPLETED
+    assert api.job(tid).status.status == pb.COMPLETED

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from benchmarks.common import wait_status
+from benchmarks.kernel import write_notebook
 from benchmarks.lab import job_item, running_lab, show_panel, status_chip
 from benchmarks.list_jobs import fill
 from dlaas_jupyter.proto import trainer_pb2 as pb
 from tests.conftest import SMALL_CPUS, job_request, start_trainer, stop_trainer
-from tests.kernel import write_notebook
 
 from .conftest import LAB_USER, Lab
 
@@ -35,18 +36,6 @@ def gated(gate: Path, after: str = "echo done") -> str:
 def open_panel(page: Page, lab: Lab, path: str = "lab") -> None:
     page.goto(lab.page_url(path))
     show_panel(page)
-
-
-def wait_status(client, training_id: str, statuses: set[int], timeout: float = 90) -> pb.Job:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.get(training_id)
-        if job.status.status in statuses:
-            return job
-        assert time.monotonic() < deadline, (
-            f"{training_id} still {pb.Status.Name(job.status.status)}"
-        )
-        time.sleep(0.2)
 
 
 def test_panel_lists_a_job_and_follows_it_to_completed(page, lab, lab_client, tmp_path):

@@ -1,4 +1,5 @@
-"""A real IPython kernel for tests, started by jupyter_client as Jupyter starts one.
+"""A real IPython kernel, started by jupyter_client as Jupyter starts one, for
+tests and benchmarks; and notebooks saved as Jupyter saves them.
 
 Code runs in it over the kernel protocol and its outputs come back as the
 front end sees them: stdout, stderr, results and displays (mime bundles), and
